@@ -1,0 +1,1 @@
+"""drcl.analysis"""

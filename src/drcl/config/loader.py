@@ -1,0 +1,89 @@
+"""Load YAML configs with ``_base_`` inheritance and ``a.b=c`` overrides onto the typed schema."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from drcl.config.schema import CHOICES, Config
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read ``path`` and merge it over its ``_base_`` files (a string or a list, relative paths)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(map(str, seen))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    bases = raw.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    merged = OmegaConf.create()
+    for base in bases:
+        base_dict = _read_yaml(path.parent / base, (*seen, path))
+        merged = OmegaConf.merge(merged, base_dict)
+    merged = OmegaConf.merge(merged, raw)
+    return OmegaConf.to_container(merged)  # type: ignore[return-value]
+
+
+def _describe(err: OmegaConfBaseException, source: str) -> str:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(err).splitlines()[0]
+    return f"{source}: key '{key}': {msg}"
+
+
+def validate_choices(cfg: Any) -> None:
+    """Check string-valued choice keys against :data:`CHOICES`."""
+    for dotted, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in allowed:
+            raise ConfigError(f"key '{dotted}': got {value!r}, allowed: {', '.join(allowed)}")
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Build the typed config: schema defaults <- YAML (with bases) <- ``key.sub=value`` overrides.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+    """
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        try:
+            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(_describe(err, str(path))) from err
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise ConfigError(_describe(err, f"override {item!r}")) from err
+    validate_choices(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from drcl.utils.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,64 @@
+import pytest
+
+from drcl.config import ConfigError, load_config, save_config
+from drcl.config.loader import validate_choices  # noqa: F401  (public helper)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(None, ["train.lr=0.01", "model.depth=50"])
+    assert cfg.train.lr == 0.01
+    assert cfg.model.depth == 50
+    assert cfg.pretrain.lcl.boxes_per_image == 8  # paper A.1
+    assert cfg.pretrain.lcl.temperature == 0.5
+
+
+def test_base_inheritance_chain(tmp_path):
+    _write(tmp_path / "a.yaml", "train:\n  lr: 0.1\n  epochs: 3\nmodel:\n  depth: 50\n")
+    _write(tmp_path / "b.yaml", "_base_: a.yaml\ntrain:\n  epochs: 5\n")
+    _write(tmp_path / "c.yaml", "_base_: [b.yaml]\nmodel:\n  depth: 101\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.epochs=7"])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.depth) == (0.1, 7, 101)
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = _write(tmp_path / "x.yaml", "train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match="lrr"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="train.nope"):
+        load_config(None, ["train.nope=1"])
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=many"])
+
+
+def test_bad_choice_lists_allowed_values():
+    with pytest.raises(ConfigError, match="allowed: ce, bce, federated, seesaw, ecm"):
+        load_config(None, ["finetune.loss=focal"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = _write(tmp_path / "bad.yaml", "train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    loop = _write(tmp_path / "loop.yaml", "_base_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(loop)
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.lr=0.005", "pretrain.drb.schedule=linear"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert not list(tmp_path.glob(".*.tmp"))
