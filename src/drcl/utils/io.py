@@ -49,3 +49,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(
             f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` and prove it is writable (fails before training starts, not after)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"work dir {path} is not writable: {err.strerror or err}") from err
+    return path

@@ -1,0 +1,263 @@
+"""The training engine shared by pre-training and fine-tuning.
+
+Iteration-based (detectron2 style): ``max_iters = epochs * iters_per_epoch`` with
+``iters_per_epoch = ceil(num_images / global_batch)``; the data object cycles through sampler
+epochs as needed (repeat factor sampling changes an epoch's length). A "1x" schedule is 12 such
+epochs with lr x0.1 at 8/12 and 11/12 of training.
+
+The model is any module whose ``forward(batch)`` returns a dict of scalar tensors with the total
+under ``"loss"`` and the terms under ``"loss_*"``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from drcl.engine import checkpoint as ckpt
+from drcl.engine.distributed import DistInfo, all_reduce_mean
+from drcl.engine.logging import MetricLogger
+from drcl.utils.io import ensure_writable_dir
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf."""
+
+
+class EpochData(Protocol):
+    """What the engine needs from the data side."""
+
+    iters_per_epoch: int
+
+    def batches(self, epoch: int, progress: float, skip: int) -> Iterator[Any]:
+        """Batches of sampler epoch ``epoch`` on this rank, after the first ``skip``."""
+
+    def to_device(self, batch: Any, device: torch.device) -> Any: ...
+
+    def logs(self) -> dict[str, float]:
+        """Extra scalars to log (e.g. the DRB ``alpha``)."""
+
+
+@dataclass
+class Progress:
+    iteration: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    """Runs the loop: AMP, accumulation, clipping, non-finite checks, logs, checkpoints, resume.
+
+    Args:
+        model: module to train (may be DDP-wrapped); ``forward(batch) -> dict`` of losses.
+        optimizer, scheduler: built by the caller (scheduler steps once per optimizer step).
+        data: an :class:`EpochData`.
+        train_cfg: ``drcl.config.schema.TrainConfig``.
+        work_dir: where checkpoints and logs go.
+        max_iters: optimizer steps to run.
+        after_step: called as ``after_step(iteration, progress)`` after each optimizer step
+            (e.g. the EMA target update).
+        extra_state: objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        data: EpochData,
+        train_cfg: Any,
+        work_dir: str | Path,
+        max_iters: int,
+        device: torch.device,
+        dist: DistInfo,
+        after_step: Callable[[int, float], None] | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.data, self.cfg = data, train_cfg
+        self.work_dir = ensure_writable_dir(work_dir)
+        self.max_iters, self.device, self.dist = max_iters, device, dist
+        self.after_step = after_step
+        self.extra_state = extra_state or {}
+        self.progress = Progress()
+        self.skipped_steps = 0
+        use_fp16 = train_cfg.amp == "fp16" and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _unwrapped(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "model": self._unwrapped().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": {"iteration": p.iteration, "epoch": p.epoch, "batches": p.batches_in_epoch},
+            "skipped_steps": self.skipped_steps,
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
+            "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._unwrapped().load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        p = state["progress"]
+        self.progress = Progress(p["iteration"], p["epoch"], p["batches"])
+        self.skipped_steps = state.get("skipped_steps", 0)
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate((3, tuple(state["rng"]["python"]), None))
+        for k, v in self.extra_state.items():
+            v.load_state_dict(state["extra"][k])
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint; returns False when there is none."""
+        path = ckpt.latest_good_checkpoint(self.work_dir)
+        if path is None:
+            return False
+        self.load_state_dict(ckpt.load_state(path, map_location=self.device))
+        _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
+        if self.dist.is_main:
+            print(f"resumed from {path} at iteration {self.progress.iteration}")
+        return True
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            ckpt.save_checkpoint(
+                self.state_dict(), self.work_dir, self.progress.iteration, self.cfg.keep_checkpoints
+            )
+
+    # ---- the loop ----------------------------------------------------------------------
+    def _batch_stream(self) -> Iterator[Any]:
+        """Endless batches; tracks the sampler epoch and the position inside it."""
+        p = self.progress
+        while True:
+            produced = False
+            frac = p.iteration / max(self.max_iters, 1)
+            for batch in self.data.batches(p.epoch, frac, p.batches_in_epoch):
+                produced = True
+                p.batches_in_epoch += 1
+                yield batch
+            if not produced and p.batches_in_epoch == 0:
+                raise RuntimeError("the training data produced no batch (empty dataset?)")
+            p.epoch += 1
+            p.batches_in_epoch = 0
+
+    def _autocast(self):
+        if self.cfg.amp == "none" or self.device.type != "cuda":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> bool:
+        bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
+        if not bad:
+            return True
+        msg = f"iteration {self.progress.iteration}: non-finite loss term(s) {', '.join(bad)}"
+        if self.cfg.nonfinite == "skip":
+            self.skipped_steps += 1
+            print(f"warning: {msg}; step skipped ({self.skipped_steps} so far)")
+            return False
+        raise NonFiniteLossError(f"{msg}; the last good checkpoint is kept in {self.work_dir}")
+
+    def _step(self, stream: Iterator[Any]) -> dict[str, float]:
+        """One optimizer step over ``accumulate`` micro-batches; returns scalar logs."""
+        t0 = time.perf_counter()
+        data_time, sums, ok = 0.0, {}, True
+        self.optimizer.zero_grad(set_to_none=True)
+        for _ in range(self.cfg.accumulate):
+            td = time.perf_counter()
+            batch = self.data.to_device(next(stream), self.device)
+            data_time += time.perf_counter() - td
+            with self._autocast():
+                losses = self.model(batch)
+            ok = self._check_finite(losses) and ok
+            if ok:
+                self.scaler.scale(losses["loss"] / self.cfg.accumulate).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / self.cfg.accumulate
+        if ok:
+            self._optimizer_step()
+        self.scheduler.step()
+        sums["data_time"], sums["step_time"] = data_time, time.perf_counter() - t0
+        return sums
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def fit(self) -> Progress:
+        """Train until ``max_iters``; checkpoints every ``checkpoint_every`` iterations (or every
+        epoch's worth of iterations) and at the end."""
+        logger = MetricLogger(
+            self.work_dir, self.max_iters, self.progress.iteration, self.dist.is_main
+        )
+        every = self.cfg.checkpoint_every or self.data.iters_per_epoch
+        stream = self._batch_stream()
+        self.model.train()
+        try:
+            while self.progress.iteration < self.max_iters:
+                logs = self._step(stream)
+                self.progress.iteration += 1
+                it = self.progress.iteration
+                if self.after_step is not None:
+                    self.after_step(it, it / self.max_iters)
+                logger.step()
+                if it % self.cfg.log_every == 0 or it == self.max_iters:
+                    self._log(logger, logs)
+                if it % every == 0 or it == self.max_iters:
+                    self.save()
+        finally:
+            logger.close()
+        return self.progress
+
+    def _log(self, logger: MetricLogger, logs: dict[str, float]) -> None:
+        logs = all_reduce_mean(logs, self.device) if self.dist.world_size > 1 else logs
+        record = {"iter": self.progress.iteration, "lr": self.optimizer.param_groups[0]["lr"]}
+        record.update(logs)
+        record.update(self.data.logs())
+        if self.skipped_steps:
+            record["skipped_steps"] = self.skipped_steps
+        logger.log(record)
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop log lines newer than the resumed iteration (they will be written again)."""
+    if not path.is_file():
+        return
+    import json
+
+    from drcl.engine.logging import read_metrics
+    from drcl.utils.io import atomic_write_text
+
+    rows = [r for r in read_metrics(path) if r.get("iter", 0) <= iteration]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def iters_per_epoch(num_images: int, global_batch: int) -> int:
+    return max(1, math.ceil(num_images / global_batch))
