@@ -1,0 +1,142 @@
+"""The pre-training data path: DRB-sampled images -> K boxes -> two views + a masked copy.
+
+Each sample is addressed by a :class:`~drcl.sampling.drb.DRBSample` ``(index, alpha, seed)``
+from the sampler, so box selection and augmentation are deterministic for a seed and epoch,
+whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from drcl.data.dataset import DetectionDataset
+from drcl.proposals.core import Proposals
+from drcl.sampling.drb import DRBSample, DynamicRebalancingSampler, select_boxes
+from drcl.transforms.masking import apply_patch_mask, random_patch_mask
+from drcl.transforms.views import TwoViewTransform
+
+_EMPTY = (np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
+
+
+class PretrainDataset(torch.utils.data.Dataset):
+    """Two augmented views of an image with its K selected boxes carried into both.
+
+    Args:
+        images: the training images (its ``on_error`` decides raise vs skip).
+        proposals: ``{image_id: (boxes (n, 4) xyxy, labels (n,) 1..C or 0 = unknown)}``.
+        views: the two-view transform (``pretrain.views``).
+        class_factors: (C + 1,) instance-level class repeat factors r_c (index 0: unlabeled).
+        boxes_per_image: K (paper A.1: 8).
+        mask_patch, mask_ratio: SR masking of view 1 (``pretrain.sr``).
+    """
+
+    def __init__(
+        self,
+        images: DetectionDataset,
+        proposals: Proposals,
+        views: TwoViewTransform,
+        class_factors: np.ndarray,
+        boxes_per_image: int = 8,
+        mask_patch: int = 32,
+        mask_ratio: float = 0.5,
+    ):
+        self.images, self.proposals, self.views = images, proposals, views
+        self.class_factors = torch.as_tensor(class_factors, dtype=torch.float64)
+        self.k, self.mask_patch, self.mask_ratio = boxes_per_image, mask_patch, mask_ratio
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, sample: DRBSample) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(sample.seed))
+        image, target = self.images[int(sample.index)]
+        boxes, labels = self.proposals.get(int(target["image_id"]), _EMPTY)
+        boxes, labels = torch.as_tensor(boxes), torch.as_tensor(labels)
+        chosen = select_boxes(labels, self.k, sample.alpha, self.class_factors, g)
+        pair = self.views(image, boxes[chosen], generator=g)
+        v1, v2 = pair.views
+        size = v1.image.shape[-1]
+        grid, pixels = random_patch_mask(size, size, self.mask_patch, self.mask_ratio, g)
+        return {
+            "view1": v1.image,
+            "view2": v2.image,
+            "boxes1": _pad(v1.boxes, self.k, 4),
+            "boxes2": _pad(v2.boxes, self.k, 4),
+            "box_valid": _pad(pair.valid, self.k),
+            "box_labels": _pad(labels[chosen], self.k),
+            "mask": grid,
+            "masked_view1": apply_patch_mask(v1.image, pixels),
+        }
+
+
+def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:
+    """Pad the first dimension to ``k`` with zeros (False for bool)."""
+    shape = (k,) if width is None else (k, width)
+    out = torch.zeros(shape, dtype=x.dtype)
+    out[: len(x)] = x[:k]
+    return out
+
+
+def collate_views(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+class SamplerEpochData:
+    """Feeds the :class:`~drcl.engine.trainer.Trainer` from a DRB sampler, one epoch at a time.
+
+    Counts the batches handed to the loop, so its ``state_dict`` says exactly where the stream
+    stands even though DataLoader workers prefetch ahead.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        sampler: DynamicRebalancingSampler,
+        batch_per_rank: int,
+        iters_per_epoch: int,
+        num_workers: int = 0,
+        collate_fn: Any = collate_views,
+    ):
+        self.dataset, self.sampler = dataset, sampler
+        self.batch, self.iters_per_epoch = batch_per_rank, iters_per_epoch
+        self.num_workers, self.collate_fn = num_workers, collate_fn
+        self._consumed = 0
+        self._restored = False
+
+    def batches(self, epoch: int, progress: float, skip: int) -> Iterator[Any]:
+        if not (self._restored and self.sampler.epoch == epoch):
+            self.sampler.set_progress(progress)
+            self.sampler.set_epoch(epoch)
+            self._consumed = 0
+        self._restored = False
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch,
+            sampler=self.sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            drop_last=True,
+        )
+        for batch in loader:
+            self._consumed += 1
+            yield batch
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        if isinstance(batch, dict):
+            return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return batch
+
+    def logs(self) -> dict[str, float]:
+        return {"alpha": float(self.sampler.alpha)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict(consumed=self._consumed * self.batch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+        self._consumed = int(state["consumed"]) // self.batch
+        self._restored = True
