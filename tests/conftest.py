@@ -1,0 +1,36 @@
+"""Shared fixtures: one small generated demo dataset per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A reduced embedded demo dataset (~80 train / ~30 val images of 128 px)."""
+    from drcl.data.demo import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("tiny_demo")
+    return make_demo_dataset(out, seed=0, size="small", num_train=80, num_val=30)
+
+
+@pytest.fixture()
+def tiny_overrides(tiny_demo):
+    """Config overrides pointing at ``tiny_demo`` with a tiny, fast model."""
+    return [
+        f"data.train_ann={tiny_demo['train_ann']}",
+        f"data.train_images={tiny_demo['train_images']}",
+        f"data.val_ann={tiny_demo['val_ann']}",
+        f"data.val_images={tiny_demo['val_images']}",
+        "model.depth=18",
+        "model.fpn_channels=16",
+        "model.box_head_dim=32",
+        "model.norm=bn",
+        "pretrain.views.size=64",
+        "pretrain.sr.patch=16",
+        "pretrain.ar.channels=8",
+        "train.batch_size=4",
+        "train.warmup_iters=2",
+        "train.log_every=1",
+        "train.deterministic=true",
+    ]
