@@ -43,19 +43,15 @@ def _param_groups(
     return [{"params": params}], lr, wd
 
 
-def run_finetune(
+def train_detector(
     cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
-) -> dict[str, Any]:
-    """Fine-tune, save ``model_final.safetensors`` and evaluate on ``data.val_ann``.
-
-    Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
-    """
+) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
+    """Fine-tune a detector with the engine; writes ``model_final.safetensors``."""
     from drcl.detection.model import build_detector, load_pretrained
 
     device = dist.resolve_device(cfg.train.device)
     info = dist.init_from_env(device)
     work_dir = ensure_writable_dir(work_dir)
-    init = init or cfg.finetune.init
     if info.is_main:
         save_config(cfg, work_dir / "config.yaml")
     seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -85,7 +81,19 @@ def run_finetune(
     if info.is_main:
         save_detector(detector, work_dir / "model_final.safetensors")
     dist.barrier()
-    return evaluate_model(cfg, detector, work_dir, device, info)
+    return detector, device, info
+
+
+def run_finetune(
+    cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Fine-tune, save ``model_final.safetensors`` and evaluate on ``data.val_ann``.
+
+    Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
+    """
+    init = init or cfg.finetune.init
+    detector, device, info = train_detector(cfg, work_dir, init, resume)
+    return evaluate_model(cfg, detector, Path(work_dir), device, info)
 
 
 def save_detector(detector: torch.nn.Module, path: Path) -> None:

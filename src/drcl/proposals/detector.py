@@ -1,0 +1,97 @@
+"""``source=detector``: a class-agnostic torchvision Faster R-CNN trained on the training boxes,
+run over the pre-training images (paper A.1: boxes from a class-agnostic detector).
+
+Each kept proposal takes the class of the ground-truth box it overlaps with IoU >= 0.5
+(``pretrain.proposals.label_iou``), else none (``category_id: null``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from drcl.config import Config
+from drcl.data.coco import CocoIndex
+from drcl.data.dataset import DetectionDataset, collate
+from drcl.proposals.core import label_by_overlap
+from drcl.utils.io import atomic_write_json
+
+
+def class_agnostic_json(index: CocoIndex) -> dict[str, Any]:
+    """The training json with every category merged into one class, ``object`` (id 1)."""
+    data = copy.copy(dict(index.data))
+    data["categories"] = [{"id": 1, "name": "object", "frequency": "f"}]
+    data["annotations"] = [dict(a, category_id=1) for a in index.data["annotations"]]
+    data["images"] = [
+        {
+            k: v
+            for k, v in img.items()
+            if k not in ("neg_category_ids", "not_exhaustive_category_ids")
+        }
+        for img in index.data["images"]
+    ]
+    return data
+
+
+def detector_config(cfg: Config, agnostic_ann: Path) -> Config:
+    p = cfg.pretrain.proposals
+    det = OmegaConf.merge(cfg, {})
+    det.data.train_ann = str(agnostic_ann)
+    det.train.max_iters = p.detector_iters
+    det.train.checkpoint_every = p.detector_iters
+    det.finetune.arch, det.finetune.loss, det.finetune.rfs = "faster_rcnn", "ce", False
+    det.finetune.score_thresh, det.finetune.nms_thresh = p.score_thresh, p.nms
+    det.finetune.detections_per_img = p.top_n
+    return det
+
+
+@torch.no_grad()
+def detect_proposals(
+    detector: torch.nn.Module, index: CocoIndex, image_dir: str, device: torch.device, cfg: Config
+) -> list[dict[str, Any]]:
+    """Run ``detector`` over every training image; returns COCO-results proposal records."""
+    dataset = DetectionDataset(None, image_dir, on_error=cfg.data.on_error, index=index)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.finetune.eval_batch_size, collate_fn=collate
+    )
+    detector.eval()
+    records: list[dict[str, Any]] = []
+    min_size = cfg.pretrain.proposals.min_size
+    for images, targets in loader:
+        outputs = detector([im.to(device) for im in images])
+        for out, tgt in zip(outputs, targets):
+            boxes = out["boxes"].cpu()
+            wh = boxes[:, 2:] - boxes[:, :2]
+            keep = (wh >= min_size).all(dim=1)
+            boxes, scores = boxes[keep], out["scores"].cpu()[keep]
+            gt_cats = torch.as_tensor(
+                [index.label_to_cat_id[int(lb)] for lb in tgt["labels"]], dtype=torch.int64
+            )
+            cats = label_by_overlap(boxes, tgt["boxes"], gt_cats, cfg.pretrain.proposals.label_iou)
+            for box, score, cat in zip(boxes.tolist(), scores.tolist(), cats.tolist()):
+                x0, y0, x1, y1 = box
+                records.append(
+                    {
+                        "image_id": int(tgt["image_id"]),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": score,
+                        "category_id": None if cat < 0 else cat,
+                    }
+                )
+    return records
+
+
+def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
+    """Train the class-agnostic detector (in ``OUT.detector/``) and write the proposals."""
+    from drcl.detection.cli import train_detector
+
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    work_dir = out.parent / f"{out.stem}.detector"
+    agnostic = atomic_write_json(work_dir / "train_class_agnostic.json", class_agnostic_json(index))
+    det_cfg = detector_config(cfg, agnostic)
+    detector, device, _ = train_detector(det_cfg, work_dir, resume=True)
+    return detect_proposals(detector, index, cfg.data.train_images, device, det_cfg)
