@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="drcl.analysis.cli:cli_analyze")
 
     p = sub.add_parser("report", help="one folder with tables and plots comparing runs")
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="run dirs, optionally NAME=DIR")
     p.add_argument("--out", required=True)
+    p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
+    p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
     p.set_defaults(handler="drcl.report.build:cli_report")
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
