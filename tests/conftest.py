@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+# Tiny models: one thread avoids oversubscription on the 2-core CI machine (and with xdist).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

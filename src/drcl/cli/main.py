@@ -128,7 +128,13 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may come after options (`--work-dir D train.lr=0.1`): collect leftovers
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     func = _resolve(args.handler)
     if func is None:
         print(f"drcl {args.command}: not implemented yet", file=sys.stderr)

@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pretrain.hcl.loss": ("byol", "infonce"),
     "pretrain.drb.schedule": ("linear", "cosine", "step", "none"),
     "pretrain.ar.target": ("pixel", "object"),
+    "pretrain.ar.input": ("masked", "view"),
     "finetune.arch": ("faster_rcnn", "mask_rcnn"),
     "finetune.loss": ("ce", "bce", "federated", "seesaw", "ecm"),
 }
@@ -116,6 +117,7 @@ class HCLConfig:
     weight: float = 1.0
     loss: str = "byol"
     temperature: float = 0.2  # infonce only
+    queue_size: int = 0  # infonce only: MoCo queue of target projections as extra negatives
     proj_dim: int = 256
     hidden_dim: int = 256
 
@@ -144,6 +146,8 @@ class DRBConfig:
 class ARConfig:
     weight: float = 1.0
     target: str = "pixel"
+    input: str = "masked"  # features decoded: of the masked view 1 (inpainting) or of view 1
+    masked_only: bool = False  # pixel target: L1 on masked pixels only (MAE-style)
     channels: int = 32
 
 
@@ -194,8 +198,10 @@ class FinetuneConfig:
     detections_per_img: int = 300
     nms_thresh: float = 0.5
     federated_num_classes: int = 50
+    federated_power: float = 0.5  # negatives drawn with P(c) ∝ image_count_c ** power
     seesaw_p: float = 0.8
     seesaw_q: float = 2.0
+    ecm_fg_bg_ratio: float = 6.3313  # ECM background count = ratio * total fg count (official)
     eval_batch_size: int = 8
 
 

@@ -1,0 +1,152 @@
+"""ResNet-FPN backbone in torchvision's module and key layout.
+
+The module built here is torchvision's own :class:`BackboneWithFPN` (``body`` =
+``IntermediateLayerGetter`` over ``layer1..layer4``, ``fpn`` = ``FeaturePyramidNetwork`` with
+``LastLevelMaxPool``), so its state dict loads unchanged into ``FasterRCNN(backbone=...)`` under
+``backbone.``. Only the FPN width and the norm layer are free, so a slim demo model (e.g. 64 FPN
+channels) keeps the same key names as ``fasterrcnn_resnet50_fpn``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+logger = logging.getLogger(__name__)
+
+RESNETS: dict[int, Callable[..., resnet.ResNet]] = {
+    18: resnet.resnet18,
+    34: resnet.resnet34,
+    50: resnet.resnet50,
+    101: resnet.resnet101,
+}
+NORMS: dict[str, Callable[..., nn.Module]] = {
+    "bn": nn.BatchNorm2d,
+    "frozen_bn": FrozenBatchNorm2d,
+    # Behaves as BatchNorm2d until a process group exists (then synchronises statistics).
+    "sync_bn": nn.SyncBatchNorm,
+}
+# Key prefixes of other checkpoints that hold a torchvision ResNet, stripped when loading.
+_KNOWN_PREFIXES = ("module.", "backbone.body.", "body.")
+
+
+def build_resnet_fpn(
+    depth: int = 50,
+    fpn_channels: int = 256,
+    norm: str = "frozen_bn",
+    trainable_layers: int = 5,
+    weights: str | os.PathLike | None = None,
+) -> BackboneWithFPN:
+    """Build a torchvision ResNet-FPN; outputs ``'0','1','2','3'`` (P2-P5) and ``'pool'`` (P6).
+
+    Args:
+        depth: ResNet depth, one of 18, 34, 50, 101.
+        fpn_channels: output channels of every FPN level.
+        norm: ``bn``, ``frozen_bn`` (torchvision's detection default) or ``sync_bn``.
+        trainable_layers: how many stages, counted from ``layer4`` back to ``conv1``, are trained
+            (0-5, torchvision's ``trainable_backbone_layers``; 5 = all, including ``bn1``).
+        weights: optional local torchvision ResNet state dict (``.pth``/``.pt`` read with
+            ``torch.load(weights_only=True)``, or ``.safetensors``). Never downloaded.
+
+    Returns:
+        ``BackboneWithFPN`` with ``out_channels == fpn_channels``. For an input ``(B, 3, H, W)``
+        the levels have strides 4, 8, 16, 32, 64.
+    """
+    if depth not in RESNETS:
+        raise ValueError(f"model.depth: got {depth}, allowed: {', '.join(map(str, RESNETS))}")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm: got {norm!r}, allowed: {', '.join(NORMS)}")
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"model.trainable_layers: got {trainable_layers}, allowed: 0..5")
+    body = RESNETS[depth](weights=None, norm_layer=NORMS[norm])
+    if weights is not None:
+        load_resnet_weights(body, weights)
+    freeze_resnet_stages(body, trainable_layers)
+    # in_channels of layer1..4: 64,128,256,512 (basic blocks) or x4 (bottlenecks).
+    c2 = body.inplanes // 8
+    return BackboneWithFPN(
+        body,
+        return_layers={f"layer{i}": str(i - 1) for i in range(1, 5)},
+        in_channels_list=[c2, c2 * 2, c2 * 4, c2 * 8],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
+def freeze_resnet_stages(body: resnet.ResNet, trainable_layers: int) -> None:
+    """Freeze all but the last ``trainable_layers`` stages, as torchvision's detection builders."""
+    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        train.append("bn1")
+    for name, param in body.named_parameters():
+        if not any(name.startswith(stage) for stage in train):
+            param.requires_grad_(False)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a local state dict without unpickling code (``weights_only``) or from safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.weights: file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_resnet_weights(
+    body: resnet.ResNet, path: str | os.PathLike
+) -> tuple[list[str], list[str]]:
+    """Load a torchvision ResNet state dict into ``body``; log and return missing/unexpected keys.
+
+    Keys prefixed ``module.``, ``backbone.body.`` or ``body.`` (DDP or detector checkpoints) are
+    accepted. ``fc.*`` (the ImageNet classifier) is dropped quietly: detection has no use for it.
+
+    Raises:
+        ValueError: no key of the file matches the ResNet (wrong file), or a shape differs
+            (wrong depth), naming the file.
+    """
+    state = read_state_dict(path)
+    for prefix in _KNOWN_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = body.state_dict()
+    if not set(state) & set(own):
+        raise ValueError(f"{path}: no key matches a torchvision ResNet (e.g. 'conv1.weight')")
+    for key in set(state) & set(own):
+        if state[key].shape != own[key].shape:
+            raise ValueError(
+                f"{path}: key '{key}' has shape {tuple(state[key].shape)}, the "
+                f"model expects {tuple(own[key].shape)} (wrong model.depth?)"
+            )
+    result = body.load_state_dict(state, strict=False)
+    # FrozenBatchNorm2d has no num_batches_tracked buffer, and fc is not part of the FPN body.
+    missing = [
+        k
+        for k in result.missing_keys
+        if not (k.endswith("num_batches_tracked") or k.startswith("fc."))
+    ]
+    logger.info(
+        "loaded %s: %d tensors, missing %s, unexpected %s",
+        path,
+        len(state) - len(result.unexpected_keys),
+        missing or "none",
+        result.unexpected_keys or "none",
+    )
+    return missing, list(result.unexpected_keys)
