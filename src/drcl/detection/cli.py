@@ -120,7 +120,10 @@ def evaluate_model(
     results: dict[str, Any] = {}
     if info.is_main:
         parts = sorted(eval_dir.glob("detections_rank*.json"))
-        merged = merge_detections(parts, eval_dir / "detections_bbox.json")
+        merged = eval_dir / "detections_bbox.json"
+        merge_detections(parts, merged)
+        for part in parts:
+            part.unlink()
         for iou_type in iou_types:
             metrics = evaluate_detections(
                 cfg.data.val_ann, merged, iou_type=iou_type, train_ann=cfg.data.train_ann

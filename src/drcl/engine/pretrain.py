@@ -129,7 +129,11 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
 
 def export_pretrained(model: Any, cfg: Config, out: Path, iteration: int) -> None:
     """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.export_state_dict().items()}
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.export_state_dict().items()
+        if not k.endswith("num_batches_tracked")  # a BN counter, not a weight
+    }
     atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_json(
         out.with_suffix(".json"),

@@ -1,0 +1,220 @@
+"""Detector inference to COCO results json, shard merging, and checkpoint evaluation.
+
+Each rank runs over its shard of the dataset (images ``rank::world_size``) and writes its own
+json; :func:`merge_detections` joins the shards on disk. Records are COCO results:
+``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (+ ``"segmentation"`` as
+compressed RLE for Mask R-CNN), with the dataset's original image and category ids.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from drcl.utils.io import atomic_write_json, read_json
+
+try:  # pycocotools is the reference; faster-coco-eval ships the same C API (a hard dependency)
+    from pycocotools import mask as mask_utils
+except ImportError:  # pragma: no cover - depends on the environment
+    from faster_coco_eval.core import mask as mask_utils
+
+__all__ = [
+    "detections_to_records",
+    "evaluate_checkpoint",
+    "load_detector_weights",
+    "merge_detections",
+    "rank_file",
+    "run_inference",
+]
+
+MASK_THRESHOLD = 0.5  # torchvision / detectron2 binarise mask probabilities at 0.5
+
+
+def rank_file(path: str | os.PathLike, rank: int, world_size: int) -> Path:
+    """``dets.json`` for one process, ``dets.rank{r}.json`` for each of several."""
+    path = Path(path)
+    return path if world_size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _rle(masks: Tensor) -> list[dict]:
+    """(K, 1, H, W) probabilities -> K compressed RLEs with str counts (json-serialisable)."""
+    binary = (masks[:, 0] >= MASK_THRESHOLD).to(torch.uint8).cpu().numpy()
+    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def detections_to_records(
+    output: dict[str, Tensor], image_id: int, label_to_cat: dict[int, int]
+) -> list[dict[str, Any]]:
+    """One image's detector output -> COCO results records.
+
+    Args:
+        output: ``boxes (K, 4)`` xyxy in original image pixels, ``scores (K,)``, ``labels (K,)``
+            in 1..C, optional ``masks (K, 1, H, W)`` probabilities.
+        image_id: the image's id in the annotation json.
+        label_to_cat: detection label -> category id.
+    """
+    boxes = output["boxes"].detach().cpu().double()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores = output["scores"].detach().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    records = [
+        {
+            "image_id": int(image_id),
+            "category_id": int(label_to_cat[lab]),
+            "bbox": [round(v, 3) for v in box],
+            "score": float(s),
+        }
+        for box, s, lab in zip(xywh, scores, labels)
+    ]
+    if "masks" in output and records:
+        for rec, rle in zip(records, _rle(output["masks"])):
+            rec["segmentation"] = rle
+    return records
+
+
+def _label_map(dataset) -> dict[int, int]:
+    index = getattr(dataset, "index", None)
+    if index is not None and hasattr(index, "label_to_cat_id"):
+        return dict(index.label_to_cat_id)
+    cat_ids = getattr(dataset, "cat_ids", None)
+    if cat_ids is None:
+        raise ValueError("dataset has neither .index.label_to_cat_id nor .cat_ids")
+    return {i + 1: int(c) for i, c in enumerate(cat_ids)}
+
+
+@torch.inference_mode()
+def run_inference(
+    model: nn.Module,
+    dataset,
+    batch_size: int,
+    device: str | torch.device,
+    out_path: str | os.PathLike,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> Path:
+    """Run the detector on this rank's shard and write its COCO results json.
+
+    Args:
+        model: a torchvision detector (unwrapped from DDP), put in eval mode here.
+        dataset: yields ``(image (3, H, W) float [0, 1], target with image_id)``; category ids
+            come from ``dataset.index.label_to_cat_id`` (``DetectionDataset``) or
+            ``dataset.cat_ids`` (label = index + 1).
+        batch_size: images per forward pass.
+        device: where the model runs.
+        out_path: the json written (use :func:`rank_file` for one name per rank).
+        rank, world_size: this process takes images ``rank, rank + world_size, ...``.
+        num_workers: DataLoader workers.
+
+    Returns:
+        ``out_path``.
+    """
+    from drcl.data.dataset import collate
+
+    label_to_cat = _label_map(dataset)
+    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
+    loader = torch.utils.data.DataLoader(
+        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
+    )
+    model.eval().to(device)
+    records: list[dict[str, Any]] = []
+    for images, targets in loader:
+        outputs = model([img.to(device) for img in images])
+        for out, tgt in zip(outputs, targets):
+            records.extend(detections_to_records(out, int(tgt["image_id"]), label_to_cat))
+    return atomic_write_json(out_path, records)
+
+
+def merge_detections(paths: list[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Concatenate per-rank results files into ``out``; returns the number of records.
+
+    Each image's detections come from one file only (the first that holds the image), so a
+    shard duplicated by padding cannot double-count. Records are sorted by image id, then by
+    decreasing score, so the merged file does not depend on the number of ranks.
+    """
+    seen: set[int] = set()
+    merged: list[dict[str, Any]] = []
+    for path in paths:
+        records = read_json(path)
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a list of COCO results records")
+        images = {int(r["image_id"]) for r in records}
+        merged.extend(r for r in records if int(r["image_id"]) not in seen)
+        seen |= images
+    merged.sort(key=lambda r: (int(r["image_id"]), -float(r["score"])))
+    atomic_write_json(out, merged)
+    return len(merged)
+
+
+def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike) -> None:
+    """Load a full detector state: safetensors, or a torch checkpoint (``'model'`` key allowed).
+
+    Raises:
+        ValueError: keys or shapes do not match the model built from the config (the message
+            lists a few of each).
+    """
+    from drcl.detection.model import read_weights
+
+    state, own = read_weights(checkpoint), model.state_dict()
+    where = f"{checkpoint}: does not match the detector built from the config"
+    for key, value in own.items():
+        if key in state and state[key].shape != value.shape:
+            raise ValueError(
+                f"{where}: '{key}' has shape {tuple(state[key].shape)} in the file, "
+                f"{tuple(value.shape)} in the model (number of classes? model.* sizes?)"
+            )
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{where}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict(state)
+
+
+def evaluate_checkpoint(
+    cfg,
+    checkpoint: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    iou_types: tuple[str, ...] | list[str] = ("bbox",),
+) -> dict[str, Any]:
+    """Build the detector of ``cfg``, load ``checkpoint``, run on ``data.val_ann``, evaluate.
+
+    Detections go to ``work_dir/detections.json`` (one shard per rank while running); metrics
+    come from ``drcl.evaluation.lvis_eval.evaluate_detections`` with ``data.train_ann`` for
+    frequency groups.
+
+    Returns:
+        ``{iou_type: metrics}`` on rank 0; ``{}`` on other ranks.
+    """
+    from drcl.data.dataset import DetectionDataset
+    from drcl.detection.model import build_detector
+    from drcl.engine.distributed import barrier, get_info, resolve_device
+    from drcl.evaluation.lvis_eval import evaluate_detections
+
+    if "segm" in iou_types and cfg.finetune.arch != "mask_rcnn":
+        raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
+    dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
+    num_classes = len(dataset.index.cat_ids)
+    # Test scores never use class frequencies; ones let federated / ECM models be built.
+    model = build_detector(cfg, num_classes, class_freqs=torch.ones(num_classes))
+    load_detector_weights(model, checkpoint)
+    info, device = get_info(), resolve_device(cfg.train.device)
+    rank, world = info.rank, info.world_size
+    final = Path(work_dir) / "detections.json"
+    shards = [rank_file(final, r, world) for r in range(world)]
+    batch = cfg.finetune.eval_batch_size
+    run_inference(model, dataset, batch, device, shards[rank], rank, world, cfg.data.num_workers)
+    barrier()
+    if rank != 0:
+        return {}
+    if world > 1:
+        merge_detections(shards, final)
+    train_ann = cfg.data.train_ann
+    return {t: evaluate_detections(cfg.data.val_ann, str(final), t, train_ann) for t in iou_types}

@@ -1,0 +1,246 @@
+"""Fine-tuning detectors: torchvision Faster / Mask R-CNN on our ResNet-FPN, and weight loading.
+
+The detector is torchvision's own ``FasterRCNN`` / ``MaskRCNN`` (same key names as
+``fasterrcnn_resnet50_fpn``), with two changes: the box head width is ``model.box_head_dim`` and
+``roi_heads`` is :class:`~drcl.detection.roi_heads.LongTailRoIHeads`, whose classification loss
+(``finetune.loss``) also decides how test scores are computed. Pre-trained weights (backbone,
+FPN, box head, in torchvision's key layout) load with :func:`load_pretrained`, which says what
+loaded, what stayed random and what was unexpected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
+from drcl.losses.longtail import ClassificationLoss, build_classification_loss, prior_bias
+from drcl.models.backbone import build_resnet_fpn
+
+__all__ = ["ARCHS", "LoadReport", "build_detector", "load_pretrained", "read_weights"]
+
+ARCHS = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
+# torchvision's MultiScaleRoIAlign output for boxes (7x7); TwoMLPHead flattens C x 7 x 7.
+BOX_POOL_SIZE = 7
+
+
+def _box_predictor(cfg, num_classes: int) -> nn.Module:
+    dim, ft = cfg.model.box_head_dim, cfg.finetune
+    if ft.cosine_classifier:
+        return CosineFastRCNNPredictor(dim, num_classes + 1, scale=ft.cosine_scale)
+    return FastRCNNPredictor(dim, num_classes + 1)
+
+
+def _mask_modules(cfg, num_classes: int) -> dict[str, nn.Module]:
+    # torchvision's Mask R-CNN head (4 convs + deconv), its width tied to the FPN width:
+    # 256 -> exactly maskrcnn_resnet50_fpn; a slim demo FPN gets a slim mask head.
+    ch = cfg.model.fpn_channels
+    return {
+        "mask_head": MaskRCNNHeads(ch, [ch] * 4, 1),
+        "mask_predictor": MaskRCNNPredictor(ch, ch, num_classes + 1),
+    }
+
+
+def _detector_kwargs(cfg) -> dict:
+    ft = cfg.finetune
+    return {
+        "min_size": cfg.data.min_size,
+        "max_size": cfg.data.max_size,
+        "rpn_pre_nms_top_n_train": ft.rpn_pre_nms_top_n_train,
+        "rpn_post_nms_top_n_train": ft.rpn_post_nms_top_n_train,
+        "rpn_pre_nms_top_n_test": ft.rpn_pre_nms_top_n_test,
+        "rpn_post_nms_top_n_test": ft.rpn_post_nms_top_n_test,
+        "rpn_batch_size_per_image": ft.rpn_batch_size_per_image,
+        "box_batch_size_per_image": ft.box_batch_size_per_image,
+        # LVIS test protocol: score >= 1e-4, 300 detections per image, NMS 0.5.
+        "box_score_thresh": ft.score_thresh,
+        "box_nms_thresh": ft.nms_thresh,
+        "box_detections_per_img": ft.detections_per_img,
+    }
+
+
+def build_classifier_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> ClassificationLoss:
+    """``finetune.loss`` with its options from ``cfg.finetune``."""
+    ft = cfg.finetune
+    return build_classification_loss(
+        ft.loss,
+        num_classes,
+        class_freqs,
+        federated_num_classes=ft.federated_num_classes,
+        federated_power=ft.federated_power,
+        seesaw_p=ft.seesaw_p,
+        seesaw_q=ft.seesaw_q,
+        ecm_fg_bg_ratio=ft.ecm_fg_bg_ratio,
+    )
+
+
+def build_detector(
+    cfg, num_classes: int, class_freqs: Tensor | None = None
+) -> FasterRCNN | MaskRCNN:
+    """Build ``finetune.arch`` on the ResNet-FPN of ``cfg.model``.
+
+    Args:
+        cfg: :class:`drcl.config.Config` (``model.*``, ``finetune.*``, ``data.min_size/max_size``).
+        num_classes: C foreground classes; the predictor has C + 1 outputs, background at 0.
+        class_freqs: (C,) training image counts per class in label order 1..C; required by
+            ``finetune.loss`` ``federated`` and ``ecm`` (not by their test-time scores).
+
+    Returns:
+        torchvision ``FasterRCNN`` or ``MaskRCNN`` whose ``roi_heads`` is a
+        :class:`LongTailRoIHeads`.
+    """
+    ft = cfg.finetune
+    if ft.arch not in ARCHS:
+        raise ValueError(f"finetune.arch: got {ft.arch!r}, allowed: {', '.join(ARCHS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    cls_loss = build_classifier_loss(cfg, num_classes, class_freqs)
+    m = cfg.model
+    backbone = build_resnet_fpn(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
+    box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
+    predictor = _box_predictor(cfg, num_classes)
+    extra = _mask_modules(cfg, num_classes) if ft.arch == "mask_rcnn" else {}
+    model = ARCHS[ft.arch](
+        backbone, box_head=box_head, box_predictor=predictor, **extra, **_detector_kwargs(cfg)
+    )
+    model.roi_heads = _long_tail_heads(model.roi_heads, cls_loss)
+    if cls_loss.sigmoid_prior is not None and predictor.cls_score.bias is not None:
+        # Sigmoid classifiers start at P(c) = prior for every class (detectron2 / CenterNet2).
+        nn.init.constant_(predictor.cls_score.bias, prior_bias(cls_loss.sigmoid_prior))
+    return model
+
+
+def _long_tail_heads(heads, cls_loss: ClassificationLoss) -> LongTailRoIHeads:
+    """Rebuild torchvision's ``RoIHeads`` as ``LongTailRoIHeads`` with the same parts/settings."""
+    return LongTailRoIHeads(
+        heads.box_roi_pool,
+        heads.box_head,
+        heads.box_predictor,
+        heads.proposal_matcher.high_threshold,
+        heads.proposal_matcher.low_threshold,
+        heads.fg_bg_sampler.batch_size_per_image,
+        heads.fg_bg_sampler.positive_fraction,
+        heads.box_coder.weights,
+        heads.score_thresh,
+        heads.nms_thresh,
+        heads.detections_per_img,
+        mask_roi_pool=heads.mask_roi_pool,
+        mask_head=heads.mask_head,
+        mask_predictor=heads.mask_predictor,
+        cls_loss=cls_loss,
+    )
+
+
+# ---- pre-trained weights -----------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """Outcome of :func:`load_pretrained`: model keys loaded / left random, file keys unused."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def table(self, max_keys: int = 20) -> str:
+        """Counts per module group, then the missing and unexpected keys (up to ``max_keys``)."""
+        groups = sorted({_group(k) for k in self.loaded + self.missing + self.unexpected})
+        lines = [
+            f"weights: {self.path}",
+            f"{'module':<28} {'loaded':>7} {'random':>7} {'unexp.':>7}",
+        ]
+        for g in groups:
+            counts = [
+                sum(_group(k) == g for k in ks)
+                for ks in (self.loaded, self.missing, self.unexpected)
+            ]
+            lines.append(f"{g:<28} {counts[0]:>7} {counts[1]:>7} {counts[2]:>7}")
+        lines.append(
+            f"{'total':<28} {len(self.loaded):>7} {len(self.missing):>7} {len(self.unexpected):>7}"
+        )
+        for title, keys in (
+            ("stayed random", self.missing),
+            ("unexpected (ignored)", self.unexpected),
+        ):
+            if keys:
+                shown = ", ".join(keys[:max_keys])
+                more = f" ... (+{len(keys) - max_keys})" if len(keys) > max_keys else ""
+                lines.append(f"{title}: {shown}{more}")
+        return "\n".join(lines)
+
+
+def _group(key: str) -> str:
+    # backbone.body / backbone.fpn / rpn.head / roi_heads.box_head / roi_heads.mask_head ...
+    return ".".join(key.split(".")[:2])
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """A state dict from safetensors, or a torch file (``weights_only``; ``'model'`` key if any)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        # weights_only: a checkpoint can never run code while loading.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors / pickle raise various types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path}: not a readable safetensors or torch weights file: {first}"
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (or one under 'model')")
+    return state
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True) -> LoadReport:
+    """Load pre-trained weights in torchvision's key layout into a detector; print what happened.
+
+    Keys present in both the file and the model are copied; model keys not in the file stay as
+    initialised ("random"); file keys the model lacks are reported as unexpected and ignored.
+
+    Args:
+        model: a detector from :func:`build_detector` (or any torchvision ``GeneralizedRCNN``).
+        path: ``.safetensors`` (``backbone.body.*``, ``backbone.fpn.*``,
+            ``roi_heads.box_head.fc6/fc7.*``) or a torch checkpoint read with ``weights_only``.
+        verbose: print :meth:`LoadReport.table`.
+
+    Raises:
+        ValueError: no ``backbone.body.*`` key loaded (wrong file or layout), or a tensor's shape
+            differs from the model's (the key and both shapes are named).
+    """
+    state = read_weights(path)
+    own = model.state_dict()
+    common = [k for k in own if k in state]  # model order: weight before bias
+    for key in common:
+        if state[key].shape != own[key].shape:
+            raise ValueError(
+                f"{path}: key '{key}' has shape {tuple(state[key].shape)} in the file but "
+                f"{tuple(own[key].shape)} in the model (check model.depth / fpn_channels / "
+                "box_head_dim)"
+            )
+    if not any(k.startswith("backbone.body.") for k in common):
+        raise ValueError(
+            f"{path}: no 'backbone.body.*' key matches the model; expected torchvision's detector "
+            f"layout (first keys in the file: {', '.join(list(state)[:3]) or 'none'})"
+        )
+    model.load_state_dict({k: state[k] for k in common}, strict=False)
+    # FrozenBatchNorm2d has no num_batches_tracked; a file without it loses nothing.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    report = LoadReport(str(path), common, missing, [k for k in state if k not in own])
+    if verbose:
+        print(report.table())
+    return report

@@ -1,0 +1,303 @@
+"""Convert weights from our torchvision key layout to detectron2 and mmdetection, and back.
+
+What is converted: the ResNet (``backbone.body.*``), the FPN (``backbone.fpn.*``) and the
+two-layer box head (``roi_heads.box_head.fc6/fc7``) — the parts 2DRCL pre-trains. Other detector
+keys (RPN, class/box predictors, mask head) are kept for the torchvision target only: their
+layouts differ between the libraries (background index, anchor order), and they are re-trained on
+the downstream classes anyway. Every key that has no rule is reported, never silently dropped.
+
+Key maps, checked against the libraries' sources (full table and sources in ``docs/export.md``):
+
+- detectron2: ``backbone.body.conv1/bn1`` -> ``backbone.bottom_up.stem.conv1[.norm]``;
+  ``layerL.i.convK/bnK/downsample.0/downsample.1`` -> ``res{L+1}.i.convK/convK.norm/shortcut/
+  shortcut.norm``; ``fpn.inner_blocks.j.0`` -> ``fpn_lateral{j+2}``; ``fpn.layer_blocks.j.0`` ->
+  ``fpn_output{j+2}``; ``box_head.fc6/fc7`` -> ``box_head.fc1/fc2``.
+- mmdetection: ``backbone.body.X`` -> ``backbone.X`` (same ResNet names);
+  ``fpn.inner_blocks.j.0`` -> ``neck.lateral_convs.j.conv``; ``fpn.layer_blocks.j.0`` ->
+  ``neck.fpn_convs.j.conv``; ``roi_heads.box_head.fc6/fc7`` ->
+  ``roi_head.bbox_head.shared_fcs.0/1``.
+
+A norm layer's tensors are ``weight, bias, running_mean, running_var`` (detectron2's
+``FrozenBatchNorm2d`` holds exactly these); ``num_batches_tracked`` of ``nn.BatchNorm2d`` is
+dropped for detectron2 (its default FrozenBN has none; with BN it is re-created at 0) and kept for
+mmdetection (``nn.BatchNorm2d`` there too). Basic blocks (R18/34) have conv1-2/bn1-2, bottlenecks
+(R50/101) conv1-3/bn1-3; both names map the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "TARGETS",
+    "ConversionResult",
+    "cli_export",
+    "export_state",
+    "import_state",
+    "save_exported",
+]
+
+TARGETS = ("torchvision", "detectron2", "mmdet")
+
+Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
+_NORM = r"(weight|bias|running_mean|running_var)"
+_NORM_MM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_PARAM = r"(weight|bias)"
+
+
+def _rules(table: list[tuple[str, Callable[[re.Match[str]], str]]]) -> list[Rule]:
+    return [(re.compile(pattern), fn) for pattern, fn in table]
+
+
+def _stage(m: re.Match[str], group: int = 1, offset: int = 1) -> int:
+    return int(m[group]) + offset
+
+
+# torchvision -> detectron2 (detectron2/modeling/backbone/resnet.py, fpn.py, roi_heads/box_head.py;
+# the torchvision-ResNet names as in detectron2/tools/convert-torchvision-to-d2.py).
+_TV_TO_D2 = _rules(
+    [
+        (r"backbone\.body\.conv1\.weight", lambda m: "backbone.bottom_up.stem.conv1.weight"),
+        (rf"backbone\.body\.bn1\.{_NORM}", lambda m: f"backbone.bottom_up.stem.conv1.norm.{m[1]}"),
+        (
+            r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight",
+            lambda m: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.conv{m[3]}.weight",
+        ),
+        (
+            rf"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.{_NORM}",
+            lambda m: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.conv{m[3]}.norm.{m[4]}",
+        ),
+        (
+            r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight",
+            lambda m: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.shortcut.weight",
+        ),
+        (
+            rf"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.{_NORM}",
+            lambda m: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.shortcut.norm.{m[3]}",
+        ),
+        # FPN level j (0 = C2, stride 4 = 2**2) -> detectron2's stage number log2(stride) = j + 2
+        (
+            rf"backbone\.fpn\.inner_blocks\.(\d)\.0\.{_PARAM}",
+            lambda m: f"backbone.fpn_lateral{_stage(m, 1, 2)}.{m[2]}",
+        ),
+        (
+            rf"backbone\.fpn\.layer_blocks\.(\d)\.0\.{_PARAM}",
+            lambda m: f"backbone.fpn_output{_stage(m, 1, 2)}.{m[2]}",
+        ),
+        (rf"roi_heads\.box_head\.fc6\.{_PARAM}", lambda m: f"roi_heads.box_head.fc1.{m[1]}"),
+        (rf"roi_heads\.box_head\.fc7\.{_PARAM}", lambda m: f"roi_heads.box_head.fc2.{m[1]}"),
+    ]
+)
+
+_D2_TO_TV = _rules(
+    [
+        (r"backbone\.bottom_up\.stem\.conv1\.weight", lambda m: "backbone.body.conv1.weight"),
+        (
+            rf"backbone\.bottom_up\.stem\.conv1\.norm\.{_NORM}",
+            lambda m: f"backbone.body.bn1.{m[1]}",
+        ),
+        (
+            r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
+            lambda m: f"backbone.body.layer{_stage(m, 1, -1)}.{m[2]}.conv{m[3]}.weight",
+        ),
+        (
+            rf"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.{_NORM}",
+            lambda m: f"backbone.body.layer{_stage(m, 1, -1)}.{m[2]}.bn{m[3]}.{m[4]}",
+        ),
+        (
+            r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight",
+            lambda m: f"backbone.body.layer{_stage(m, 1, -1)}.{m[2]}.downsample.0.weight",
+        ),
+        (
+            rf"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.{_NORM}",
+            lambda m: f"backbone.body.layer{_stage(m, 1, -1)}.{m[2]}.downsample.1.{m[3]}",
+        ),
+        (
+            rf"backbone\.fpn_lateral(\d)\.{_PARAM}",
+            lambda m: f"backbone.fpn.inner_blocks.{_stage(m, 1, -2)}.0.{m[2]}",
+        ),
+        (
+            rf"backbone\.fpn_output(\d)\.{_PARAM}",
+            lambda m: f"backbone.fpn.layer_blocks.{_stage(m, 1, -2)}.0.{m[2]}",
+        ),
+        (rf"roi_heads\.box_head\.fc1\.{_PARAM}", lambda m: f"roi_heads.box_head.fc6.{m[1]}"),
+        (rf"roi_heads\.box_head\.fc2\.{_PARAM}", lambda m: f"roi_heads.box_head.fc7.{m[1]}"),
+    ]
+)
+
+# torchvision -> mmdetection (mmdet/models/backbones/resnet.py: conv1/bn1/layerN with bnK and
+# downsample.0/1 as torchvision; necks/fpn.py: ConvModule ``.conv``; bbox_heads/
+# convfc_bbox_head.py: Shared2FCBBoxHead ``shared_fcs.0/1``; detector attributes backbone / neck
+# / roi_head.bbox_head).
+_TV_TO_MM = _rules(
+    [
+        (r"backbone\.body\.(conv1\.weight)", lambda m: f"backbone.{m[1]}"),
+        (rf"backbone\.body\.(bn1\.{_NORM_MM})", lambda m: f"backbone.{m[1]}"),
+        (r"backbone\.body\.(layer\d\.\d+\.conv\d\.weight)", lambda m: f"backbone.{m[1]}"),
+        (rf"backbone\.body\.(layer\d\.\d+\.bn\d\.{_NORM_MM})", lambda m: f"backbone.{m[1]}"),
+        (r"backbone\.body\.(layer\d\.\d+\.downsample\.0\.weight)", lambda m: f"backbone.{m[1]}"),
+        (
+            rf"backbone\.body\.(layer\d\.\d+\.downsample\.1\.{_NORM_MM})",
+            lambda m: f"backbone.{m[1]}",
+        ),
+        (
+            rf"backbone\.fpn\.inner_blocks\.(\d)\.0\.{_PARAM}",
+            lambda m: f"neck.lateral_convs.{m[1]}.conv.{m[2]}",
+        ),
+        (
+            rf"backbone\.fpn\.layer_blocks\.(\d)\.0\.{_PARAM}",
+            lambda m: f"neck.fpn_convs.{m[1]}.conv.{m[2]}",
+        ),
+        (
+            rf"roi_heads\.box_head\.fc6\.{_PARAM}",
+            lambda m: f"roi_head.bbox_head.shared_fcs.0.{m[1]}",
+        ),
+        (
+            rf"roi_heads\.box_head\.fc7\.{_PARAM}",
+            lambda m: f"roi_head.bbox_head.shared_fcs.1.{m[1]}",
+        ),
+    ]
+)
+
+_MM_TO_TV = _rules(
+    [
+        (r"backbone\.(conv1\.weight)", lambda m: f"backbone.body.{m[1]}"),
+        (rf"backbone\.(bn1\.{_NORM_MM})", lambda m: f"backbone.body.{m[1]}"),
+        (r"backbone\.(layer\d\.\d+\.conv\d\.weight)", lambda m: f"backbone.body.{m[1]}"),
+        (rf"backbone\.(layer\d\.\d+\.bn\d\.{_NORM_MM})", lambda m: f"backbone.body.{m[1]}"),
+        (r"backbone\.(layer\d\.\d+\.downsample\.0\.weight)", lambda m: f"backbone.body.{m[1]}"),
+        (
+            rf"backbone\.(layer\d\.\d+\.downsample\.1\.{_NORM_MM})",
+            lambda m: f"backbone.body.{m[1]}",
+        ),
+        (
+            rf"neck\.lateral_convs\.(\d)\.conv\.{_PARAM}",
+            lambda m: f"backbone.fpn.inner_blocks.{m[1]}.0.{m[2]}",
+        ),
+        (
+            rf"neck\.fpn_convs\.(\d)\.conv\.{_PARAM}",
+            lambda m: f"backbone.fpn.layer_blocks.{m[1]}.0.{m[2]}",
+        ),
+        (
+            rf"roi_head\.bbox_head\.shared_fcs\.0\.{_PARAM}",
+            lambda m: f"roi_heads.box_head.fc6.{m[1]}",
+        ),
+        (
+            rf"roi_head\.bbox_head\.shared_fcs\.1\.{_PARAM}",
+            lambda m: f"roi_heads.box_head.fc7.{m[1]}",
+        ),
+    ]
+)
+
+_EXPORT_RULES = {"detectron2": _TV_TO_D2, "mmdet": _TV_TO_MM}
+_IMPORT_RULES = {"detectron2": _D2_TO_TV, "mmdet": _MM_TO_TV}
+# Keys of drcl-only modules (e.g. the Seesaw loss's class counters): no library has them.
+_DRCL_ONLY = ("roi_heads.cls_loss.",)
+
+
+@dataclass
+class ConversionResult:
+    """Converted state dict; ``unmapped``: source keys without a rule (not written);
+    ``dropped``: keys deliberately left out (e.g. ``num_batches_tracked`` for detectron2)."""
+
+    state: dict[str, Tensor]
+    unmapped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def _apply(rules: list[Rule], state: dict[str, Tensor]) -> ConversionResult:
+    result = ConversionResult({})
+    for key, value in state.items():
+        for pattern, rename in rules:
+            m = pattern.fullmatch(key)
+            if m:
+                result.state[rename(m)] = value
+                break
+        else:
+            if key.endswith("num_batches_tracked"):
+                result.dropped.append(key)
+            else:
+                result.unmapped.append(key)
+    return result
+
+
+def export_state(state: dict[str, Tensor], target: str) -> ConversionResult:
+    """Rename our torchvision-layout ``state`` for ``target`` (``torchvision``, ``detectron2``,
+    ``mmdet``). ``torchvision`` is the identity on every key except drcl-only modules."""
+    if target not in TARGETS:
+        raise ValueError(f"export target: got {target!r}, allowed: {', '.join(TARGETS)}")
+    if target == "torchvision":
+        kept = {k: v for k, v in state.items() if not k.startswith(_DRCL_ONLY)}
+        return ConversionResult(kept, [k for k in state if k not in kept])
+    return _apply(_EXPORT_RULES[target], state)
+
+
+def import_state(state: dict[str, Tensor], source: str) -> ConversionResult:
+    """Rename a detectron2 / mmdetection ``state`` (backbone, FPN, box head) to our layout."""
+    if source not in _IMPORT_RULES:
+        raise ValueError(f"import source: got {source!r}, allowed: {', '.join(_IMPORT_RULES)}")
+    return _apply(_IMPORT_RULES[source], state)
+
+
+def _read_state(path: str | os.PathLike) -> dict[str, Tensor]:
+    from drcl.detection.model import read_weights
+
+    state = read_weights(path)
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not any(k.startswith("backbone.body.") for k in state):
+        raise ValueError(
+            f"{path}: no 'backbone.body.*' key; expected weights in torchvision's detector layout "
+            f"(drcl pretrain's .safetensors or a drcl finetune checkpoint), got e.g. "
+            f"{', '.join(list(state)[:3]) or 'no keys'}"
+        )
+    return state
+
+
+def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike) -> Path:
+    """Write ``state`` atomically: ``.pth`` as each library's checkpoint dict, else safetensors.
+
+    ``.pth``: detectron2 ``{'model': state, '__author__': 'drcl'}`` (read by
+    ``DetectionCheckpointer``), mmdetection ``{'state_dict': state, 'meta': {...}}`` (read by
+    mmengine's ``load_checkpoint``), torchvision the plain state dict.
+    """
+    from drcl.utils.io import atomic_write
+
+    out = Path(out)
+    # safetensors refuses shared or non-contiguous storage; torch.save keeps views' storage.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    if out.suffix == ".pth":
+        wrapped = {
+            "detectron2": lambda s: {"model": s, "__author__": "drcl"},
+            "mmdet": lambda s: {"state_dict": s, "meta": {"converted_from": "drcl/torchvision"}},
+            "torchvision": lambda s: s,
+        }[target](state)
+        return atomic_write(out, lambda tmp: torch.save(wrapped, tmp))
+    from safetensors.torch import save_file
+
+    return atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"layout": target}))
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``drcl export CHECKPOINT --to {torchvision,detectron2,mmdet} --out FILE``."""
+    state = _read_state(args.checkpoint)
+    result = export_state(state, args.to)
+    if not result.state:
+        raise ValueError(f"{args.checkpoint}: no key could be mapped to {args.to}")
+    save_exported(result.state, args.to, args.out)
+    print(f"exported {len(result.state)} tensors ({args.to} layout) to {args.out}")
+    if result.dropped:
+        print(f"dropped {len(result.dropped)} num_batches_tracked buffers (not used by {args.to})")
+    if result.unmapped:
+        shown = ", ".join(result.unmapped[:20])
+        more = f" ... (+{len(result.unmapped) - 20})" if len(result.unmapped) > 20 else ""
+        print(f"not exported ({len(result.unmapped)} keys without a {args.to} rule): {shown}{more}")
+    return 0
