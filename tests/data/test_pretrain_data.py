@@ -15,7 +15,9 @@ def test_batch_layout(tiny_overrides, tmp_path):
     data = build_pretrain_data(cfg, tmp_path, DistInfo())
     (batch,), _ = _first_batches(data, 1)
     b, k, s = 4, cfg.pretrain.lcl.boxes_per_image, cfg.pretrain.views.size
-    assert batch["view1"].shape == batch["view2"].shape == batch["masked_view1"].shape == (b, 3, s, s)
+    assert (
+        batch["view1"].shape == batch["view2"].shape == batch["masked_view1"].shape == (b, 3, s, s)
+    )
     assert batch["boxes1"].shape == batch["boxes2"].shape == (b, k, 4)
     assert batch["box_valid"].dtype == torch.bool and batch["box_valid"].shape == (b, k)
     assert batch["box_valid"].any()

@@ -143,10 +143,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as err:
         # User-facing errors (bad config, bad data, missing files): one clear line, exit 1.
-        print(f"drcl {args.command}: error: {err}", file=sys.stderr)
+        print(f"drcl {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 1
+
+
+def user_message(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker (which carries
+    the worker's whole traceback), only its last line, the original error."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[-1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, sample: DRBSample) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(int(sample.seed))
         image, target = self.images[int(sample.index)]
+        skipped = skipped_id(self.images, int(sample.index), target)
         boxes, labels = self.proposals.get(int(target["image_id"]), _EMPTY)
         boxes, labels = torch.as_tensor(boxes), torch.as_tensor(labels)
         chosen = select_boxes(labels, self.k, sample.alpha, self.class_factors, g)
@@ -70,7 +71,14 @@ class PretrainDataset(torch.utils.data.Dataset):
             "box_labels": _pad(labels[chosen], self.k),
             "mask": grid,
             "masked_view1": apply_patch_mask(v1.image, pixels),
+            "skipped_id": torch.tensor(skipped),
         }
+
+
+def skipped_id(images: DetectionDataset, index: int, target: dict) -> int:
+    """The id of the image asked for when ``on_error=skip`` replaced it by another, else -1."""
+    wanted = images.image_ids[index]
+    return -1 if int(target["image_id"]) == wanted else int(wanted)
 
 
 def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:
@@ -106,6 +114,7 @@ class SamplerEpochData:
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self._consumed = 0
         self._restored = False
+        self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
 
     def batches(self, epoch: int, progress: float, skip: int) -> Iterator[Any]:
         if not (self._restored and self.sampler.epoch == epoch):
@@ -123,7 +132,12 @@ class SamplerEpochData:
         )
         for batch in loader:
             self._consumed += 1
-            yield batch
+            yield self._note_skips(batch)
+
+    def _note_skips(self, batch: Any) -> Any:
+        ids = batch.pop("skipped_id")
+        self.skipped_ids.update(int(i) for i in ids.tolist() if i >= 0)
+        return batch
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         if isinstance(batch, dict):
@@ -131,7 +145,19 @@ class SamplerEpochData:
         return batch
 
     def logs(self) -> dict[str, float]:
-        return {"alpha": float(self.sampler.alpha)}
+        out = {"alpha": float(self.sampler.alpha)}
+        if self.skipped_ids:
+            out["skipped_images"] = len(self.skipped_ids)
+        return out
+
+    def skip_report(self, index: Any) -> str | None:
+        """One line per broken image skipped during training (``data.on_error=skip``)."""
+        if not self.skipped_ids:
+            return None
+        lines = [f"skipped {len(self.skipped_ids)} unreadable image(s) (data.on_error=skip):"]
+        for iid in sorted(self.skipped_ids):
+            lines.append(f"  image {iid}: {index.images[iid].get('file_name')}")
+        return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict(consumed=self._consumed * self.batch)

@@ -78,6 +78,9 @@ def train_detector(
     if resume:
         trainer.resume()
     trainer.fit()
+    report = data.skip_report(index)
+    if report and info.is_main:
+        print(report)
     if info.is_main:
         save_detector(detector, work_dir / "model_final.safetensors")
     dist.barrier()

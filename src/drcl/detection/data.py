@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as F
 from drcl.config import Config
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset, collate
-from drcl.data.pretrain import SamplerEpochData
+from drcl.data.pretrain import SamplerEpochData, skipped_id
 from drcl.engine.distributed import DistInfo
 from drcl.engine.trainer import iters_per_epoch
 from drcl.sampling.drb import DRBSample, DynamicRebalancingSampler, repeat_factors_from_image_counts
@@ -29,6 +29,7 @@ class FlipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, sample: DRBSample):
         image, target = self.images[int(sample.index)]
+        target = dict(target, skipped_id=skipped_id(self.images, int(sample.index), target))
         g = torch.Generator().manual_seed(int(sample.seed))
         if torch.rand((), generator=g).item() < self.flip_p:
             w = image.shape[-1]
@@ -51,11 +52,19 @@ def to_device_detection(batch, device: torch.device):
 
 
 class DetectionEpochData(SamplerEpochData):
+    def _note_skips(self, batch):
+        images, targets = batch
+        for t in targets:
+            sid = t.pop("skipped_id")
+            if sid >= 0:
+                self.skipped_ids.add(sid)
+        return images, targets
+
     def to_device(self, batch, device: torch.device):
         return to_device_detection(batch, device)
 
     def logs(self) -> dict[str, float]:
-        return {}
+        return {"skipped_images": len(self.skipped_ids)} if self.skipped_ids else {}
 
 
 def build_finetune_data(cfg: Config, info: DistInfo) -> tuple[DetectionEpochData, CocoIndex]:

@@ -120,6 +120,9 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
     if resume:
         trainer.resume()
     trainer.fit()
+    report = data.skip_report(data.dataset.images.index)
+    if report and info.is_main:
+        print(report)
     out = work_dir / "pretrained.safetensors"
     if info.is_main:
         export_pretrained(model, cfg, out, trainer.progress.iteration)
