@@ -140,7 +140,8 @@ def test_evaluate_checkpoint_end_to_end(tiny_config, dataset, tmp_path):
     assert set(result) == {"bbox"}
     metrics = result["bbox"]
     assert metrics["num_images"] == 3 and 0.0 <= metrics["AP"] <= 1.0
-    _check_records(json.loads((tmp_path / "eval" / "detections.json").read_text()))
+    _check_records(json.loads((tmp_path / "eval" / "detections_bbox.json").read_text()))
+    assert json.loads((tmp_path / "eval" / "metrics_bbox.json").read_text())["num_images"] == 3
 
 
 def test_evaluate_checkpoint_rejects_a_mismatched_checkpoint(tiny_config, dataset, tmp_path):

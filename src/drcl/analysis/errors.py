@@ -39,6 +39,8 @@ from matplotlib.patches import Patch
 from torchvision.ops import box_iou
 
 from drcl.analysis.plotting import GROUP_NAMES, new_figure, save_figure
+from drcl.data.coco import lvis_frequency
+from drcl.evaluation.groups import training_counts
 from drcl.utils.io import read_json
 
 ERROR_TYPES = ("correct", "classification", "location", "background", "other")
@@ -47,7 +49,6 @@ GROUPS = ("r", "c", "f")
 CORRECT, CLASSIFICATION, LOCATION, BACKGROUND, OTHER = range(5)
 IGNORED_CROWD = -1
 # LVIS rule (Gupta et al., 2019): rare 1-10 training images, common 11-100, frequent > 100.
-RARE_MAX_IMAGES, COMMON_MAX_IMAGES = 10, 100
 TYPE_COLORS = {
     "correct": "#2ca02c",
     "classification": "#d62728",
@@ -67,19 +68,6 @@ def _load(obj: str | os.PathLike | Any, what: str) -> tuple[Any, str]:
     return obj, f"<{what}>"
 
 
-def _train_image_counts(train: Mapping[str, Any]) -> dict[int, int]:
-    """Training images per category id: unique (image, category) pairs (crowd included)."""
-    pairs = {(int(a["image_id"]), int(a["category_id"])) for a in train["annotations"]}
-    cats, counts = np.unique(np.array([c for _, c in pairs], np.int64), return_counts=True)
-    return {int(c): int(n) for c, n in zip(cats, counts)}
-
-
-def _lvis_group(image_count: int) -> str:
-    if image_count <= RARE_MAX_IMAGES:
-        return "r"
-    return "c" if image_count <= COMMON_MAX_IMAGES else "f"
-
-
 def category_groups(
     categories: list[Mapping[str, Any]], train_ann: str | os.PathLike | dict | None = None
 ) -> dict[int, str]:
@@ -97,7 +85,7 @@ def category_groups(
     if train_ann is not None:
         train, source = _load(train_ann, "train_ann")
         try:
-            counts = _train_image_counts(train)
+            counts = training_counts(train)[0]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: bad annotation record ({err!r})") from err
     groups = {}
@@ -106,7 +94,7 @@ def category_groups(
         if freq in GROUPS:
             groups[int(cat["id"])] = freq
         elif counts is not None:
-            groups[int(cat["id"])] = _lvis_group(counts.get(int(cat["id"]), 0))
+            groups[int(cat["id"])] = lvis_frequency(counts.get(int(cat["id"]), 0))
         else:
             raise ValueError(
                 f"category {cat['id']}: no 'frequency' field; pass the training json (train_ann)"

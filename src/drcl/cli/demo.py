@@ -67,11 +67,28 @@ def run_demo(work_dir: str | Path, extra: list[str] | None = None) -> Path:
             run_finetune(cfg, run_dir, init=str(init) if init else None, resume=True)
         runs[name] = run_dir
 
-    _stage("5/5 report", t0)
-    report = build_report(runs, work_dir / "report")
+    _stage("5/5 attention maps and report", t0)
+    _attention(runs, data_dir, over)
+    report = build_report({**runs, "2drcl_pretrain": pre_dir}, work_dir / "report")
     _print_table(runs)
     print(f"\nreport: {report / 'index.html'}  ({time.perf_counter() - t0:.0f} s in all)")
     return report
+
+
+def _attention(runs: dict[str, Path], data_dir: Path, over: list[str]) -> None:
+    """Grad-CAM maps of both fine-tuned detectors on the first validation images."""
+    from drcl.cli.main import main
+    from drcl.utils.io import read_json
+
+    out = runs["2drcl"] / "attention"
+    if out.is_dir():
+        return
+    val = read_json(data_dir / "annotations" / "val.json")
+    ids = [str(img["id"]) for img in val["images"][:3]]
+    ckpts = [f"{name}={run / 'model_final.safetensors'}" for name, run in runs.items()]
+    argv = ["analyze", "attention", "--config", str(_config("finetune/demo.yaml")), "--ckpt"]
+    if main([*argv, *ckpts, "--images", *ids, "--out", str(out), "--set", *over]) != 0:
+        print("attention maps failed; the report goes on without them")
 
 
 def _print_table(runs: dict[str, Path]) -> None:

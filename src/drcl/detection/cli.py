@@ -9,13 +9,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from drcl.config import Config, load_config, save_config
+from drcl.config import Config, load_config
 from drcl.detection.data import build_finetune_data
 from drcl.engine import distributed as dist
-from drcl.engine.pretrain import _wrap_ddp
-from drcl.engine.schedule import build_optimizer, build_scheduler, scaled_lr
-from drcl.engine.trainer import Trainer, seed_everything
-from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir
+from drcl.engine.runner import make_trainer, start_run
+from drcl.engine.schedule import scaled_lr
+from drcl.utils.io import atomic_write, ensure_writable_dir
 
 
 class DetectorLoss(torch.nn.Module):
@@ -32,49 +31,25 @@ class DetectorLoss(torch.nn.Module):
         return {"loss": sum(losses.values()), **losses}
 
 
-def _param_groups(
-    model: torch.nn.Module, cfg: Config, pretrained: bool
-) -> tuple[list, float, float]:
-    """AlignDet: from detection pre-training, lr x1.5 and weight decay / 2."""
-    lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
-    if pretrained:
-        lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": params}], lr, wd
-
-
 def train_detector(
     cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
 ) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
-    """Fine-tune a detector with the engine; writes ``model_final.safetensors``."""
+    """Fine-tune a detector with the engine; writes ``model_final.safetensors``.
+
+    From detection pre-training (``init``) the lr is x1.5 and the weight decay / 2 (AlignDet).
+    """
     from drcl.detection.model import build_detector, load_pretrained
 
-    device = dist.resolve_device(cfg.train.device)
-    info = dist.init_from_env(device)
-    work_dir = ensure_writable_dir(work_dir)
-    if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device, info, work_dir = start_run(cfg, work_dir)
     data, index = build_finetune_data(cfg, info)
     detector = build_detector(cfg, index.num_classes, index.instance_counts())
     if init:
         load_pretrained(detector, init)
     detector.to(device)
-    groups, lr, wd = _param_groups(detector, cfg, pretrained=bool(init))
-    optimizer = build_optimizer(groups, cfg.train, lr, wd)
-    max_iters = cfg.train.max_iters or cfg.train.epochs * data.iters_per_epoch
-    trainer = Trainer(
-        _wrap_ddp(DetectorLoss(detector), device, cfg),
-        optimizer,
-        build_scheduler(optimizer, max_iters, cfg.train),
-        data,
-        cfg.train,
-        work_dir,
-        max_iters,
-        device,
-        info,
-        extra_state={"data": data},
-    )
+    lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
+    if init:
+        lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
+    trainer = make_trainer(cfg, DetectorLoss(detector), data, work_dir, device, info, lr, wd)
     if resume:
         trainer.resume()
     trainer.fit()
@@ -107,33 +82,11 @@ def save_detector(detector: torch.nn.Module, path: Path) -> None:
 def evaluate_model(
     cfg: Config, detector: torch.nn.Module, work_dir: Path, device: torch.device, info
 ) -> dict[str, Any]:
-    """LVIS-style evaluation on the validation set: per-rank detections merged on disk."""
-    from drcl.data.dataset import DetectionDataset
-    from drcl.detection.inference import merge_detections, run_inference
-    from drcl.evaluation.lvis_eval import evaluate_detections
+    """LVIS-style evaluation on the validation set into ``work_dir/eval``."""
+    from drcl.detection.inference import evaluate_detector
 
-    eval_dir = ensure_writable_dir(work_dir / "eval")
-    dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
     iou_types = ["bbox", "segm"] if cfg.finetune.arch == "mask_rcnn" else ["bbox"]
-    part = eval_dir / f"detections_rank{info.rank}.json"
-    run_inference(
-        detector, dataset, cfg.finetune.eval_batch_size, device, part, info.rank, info.world_size
-    )
-    dist.barrier()
-    results: dict[str, Any] = {}
-    if info.is_main:
-        parts = sorted(eval_dir.glob("detections_rank*.json"))
-        merged = eval_dir / "detections_bbox.json"
-        merge_detections(parts, merged)
-        for part in parts:
-            part.unlink()
-        for iou_type in iou_types:
-            metrics = evaluate_detections(
-                cfg.data.val_ann, merged, iou_type=iou_type, train_ann=cfg.data.train_ann
-            )
-            atomic_write_json(eval_dir / f"metrics_{iou_type}.json", metrics, indent=1)
-            results[iou_type] = metrics
-    return results
+    return evaluate_detector(cfg, detector, ensure_writable_dir(work_dir / "eval"), iou_types)
 
 
 def cli_finetune(args: argparse.Namespace) -> int:

@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.torch import save_file
 
-from drcl.config import Config, load_config, save_config, to_dict
+from drcl.config import Config, load_config, to_dict
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
 from drcl.data.pretrain import PretrainDataset, SamplerEpochData
 from drcl.engine import distributed as dist
-from drcl.engine.schedule import build_optimizer, build_scheduler, scaled_lr
-from drcl.engine.trainer import Trainer, iters_per_epoch, seed_everything
+from drcl.engine.runner import make_trainer, start_run
+from drcl.engine.schedule import scaled_lr
+from drcl.engine.trainer import iters_per_epoch
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
 from drcl.transforms.views import TwoViewTransform
-from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir
+from drcl.utils.io import atomic_write, atomic_write_json
 
 
 def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposals:
@@ -78,44 +78,23 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     return SamplerEpochData(dataset, sampler, per_rank, ipe, cfg.data.num_workers)
 
 
-def _wrap_ddp(model: torch.nn.Module, device: torch.device, cfg: Config) -> torch.nn.Module:
-    if not dist.is_initialized():
-        return model
-    if cfg.model.norm == "sync_bn" and device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
     from drcl.models.drcl import DRCLModel
 
-    device = dist.resolve_device(cfg.train.device)
-    info = dist.init_from_env(device)
-    work_dir = ensure_writable_dir(work_dir)
-    if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device, info, work_dir = start_run(cfg, work_dir)
     data = build_pretrain_data(cfg, work_dir, info)
     model = DRCLModel.from_config(cfg).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(
-        [{"params": params}], cfg.train, scaled_lr(cfg.train), cfg.train.weight_decay
-    )
-    max_iters = cfg.train.max_iters or cfg.train.epochs * data.iters_per_epoch
-    trainer = Trainer(
-        _wrap_ddp(model, device, cfg),
-        optimizer,
-        build_scheduler(optimizer, max_iters, cfg.train),
+    trainer = make_trainer(
+        cfg,
+        model,
         data,
-        cfg.train,
         work_dir,
-        max_iters,
         device,
         info,
+        scaled_lr(cfg.train),
+        cfg.train.weight_decay,
         after_step=lambda it, p: model.update_target(p),
-        extra_state={"data": data},
     )
     if resume:
         trainer.resume()

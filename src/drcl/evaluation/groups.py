@@ -12,28 +12,24 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from drcl.data.coco import COCOLT_EDGES as COCO_LT_EDGES
+from drcl.data.coco import cocolt_bin, lvis_frequency
 
 GROUPS = ("r", "c", "f")
-COCO_LT_EDGES = (1, 20, 400, 8000)  # bin b (1-based) holds counts in [EDGES[b-1], EDGES[b])
 
 
 def frequency_group(image_count: int) -> str:
     """LVIS rule on training image counts: 'r' (<= 10), 'c' (11-100), 'f' (> 100).
 
-    A class with no training image counts as rare (it is rarer than any rare class); this is
-    our choice, the LVIS paper never meets that case.
+    A class with no training image counts as rare (the data layer's rule, one definition).
     """
-    if image_count <= 10:
-        return "r"
-    return "c" if image_count <= 100 else "f"
+    return lvis_frequency(image_count)
 
 
 def coco_lt_bin(instance_count: int) -> int | None:
-    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances; None for 0."""
-    if instance_count < COCO_LT_EDGES[0]:
-        return None
-    return int(np.searchsorted(COCO_LT_EDGES, instance_count, side="right"))
+    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances; None for 0
+    (a class never seen in training belongs to no bin when evaluating)."""
+    return None if instance_count < COCO_LT_EDGES[0] else cocolt_bin(instance_count)
 
 
 def training_counts(train: dict[str, Any]) -> tuple[dict[int, int], dict[int, int]]:

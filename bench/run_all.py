@@ -1,0 +1,183 @@
+"""``make bench``: every benchmark of the performance issue, one table of ratios at the end.
+
+Each benchmark runs in its own subprocess (fresh memory, its own thread settings) and prints a
+JSON result; this script turns them into rows ``(target, measured, goal, pass/fail)``, prints
+the table and writes ``work/bench/results.json`` and ``work/bench/results.md``.
+
+Usage::
+
+    python bench/run_all.py               # CPU default, ~15 minutes on 2 cores
+    python bench/run_all.py --full-lvis   # evaluation at LVIS val size (5,000 images)
+    python bench/run_all.py --quick       # smoke run: smallest settings, 1 repetition
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from common import WORK, demo_data, machine_info, python_cmd, run_json
+
+
+def _row(target: str, measured: float, goal: str, ok: bool | None, note: str = "") -> dict:
+    return {"target": target, "measured": measured, "goal": goal, "ok": ok, "note": note}
+
+
+def step_rows(settings: list[tuple[int, int]], batch: int, reps: int, res: dict) -> list[dict]:
+    rows = []
+    for depth, size in settings:
+        r = run_json(python_cmd("step_cost.py", *_args(depth, size, batch), "--reps", str(reps)))
+        res[f"step_r{depth}_{size}"] = r
+        note = f"{r['pretrain_s']:.2f} s vs {r['detector_s']:.2f} s per step"
+        rows.append(
+            _row(
+                f"1. step time pretrain / Faster R-CNN, R{depth} {size}px b{batch}",
+                r["ratio"],
+                "<= 1.0",
+                r["ratio"] <= 1.0,
+                note,
+            )
+        )
+    return rows
+
+
+def _args(depth: int, size: int, batch: int) -> list[str]:
+    return ["--depth", str(depth), "--size", str(size), "--batch", str(batch)]
+
+
+def data_rows(sizes: list[int], images: int, res: dict) -> list[dict]:
+    rows = []
+    for size in sizes:
+        r = run_json(python_cmd("data_pipeline.py", "--size", str(size), "--images", str(images)))
+        res[f"data_{size}"] = r
+        # the most demanding consumer measured at this size: the fastest pre-training step
+        steps = [v for k, v in res.items() if k.startswith("step_") and v["size"] == size]
+        need = max(v["pretrain_images_per_s"] for v in steps)
+        ratio = r["images_per_s"] / need
+        note = f"{r['images_per_s']:.1f} img/s per worker vs step {need:.2f} img/s"
+        rows.append(_row(f"2. data / step images/s, {size}px", ratio, ">= 3", ratio >= 3, note))
+    return rows
+
+
+def lvis_rows(images: int, reps: int, res: dict) -> list[dict]:
+    r = run_json(
+        python_cmd("lvis_compare.py", "--images", str(images), "--reps", str(reps)), timeout=7200
+    )
+    res["lvis"] = r
+    case = f"{r['images']} img x {r['classes']} cls x {r['dets_per_image']} dets"
+    return [
+        _row(
+            f"3. eval metrics |ours - LVIS API|, {case}",
+            r["max_abs_diff"],
+            "<= 1e-6",
+            r["max_abs_diff"] <= 1e-6,
+        ),
+        _row(
+            "3. eval speed LVIS API / ours",
+            r["speedup"],
+            ">= 3",
+            r["speedup"] >= 3,
+            f"{r['ours_s']:.1f} s vs {r['lvis_s']:.1f} s",
+        ),
+        _row(
+            "3. eval peak RSS ours / LVIS API",
+            r["ours_rss_mib"] / r["lvis_rss_mib"],
+            "report",
+            None,
+            f"{r['ours_rss_mib']:.0f} MiB vs {r['lvis_rss_mib']:.0f} MiB",
+        ),
+    ]
+
+
+def sampler_rows(reps: int, res: dict) -> list[dict]:
+    r = run_json(python_cmd("sampler.py", "--reps", str(reps)))
+    res["sampler"] = r
+    note = f"{r['epoch_len']} indices; factors once: {r['factors_s']:.2f} s"
+    return [
+        _row(
+            "4. DRB epoch indices, 100k img x 1203 cls (s)",
+            r["epoch_s"],
+            "< 0.5",
+            r["epoch_s"] < 0.5,
+            note,
+        )
+    ]
+
+
+def memory_rows(settings: list[tuple[int, int]], batch: int, res: dict) -> list[dict]:
+    rows = []
+    for depth, size in settings:
+        rss = {
+            which: run_json(python_cmd("step_cost.py", *_args(depth, size, batch), "--rss", which))
+            for which in ("pretrain", "detector")
+        }
+        res[f"rss_r{depth}_{size}"] = rss
+        a, b = rss["pretrain"]["peak_rss_mib"], rss["detector"]["peak_rss_mib"]
+        rows.append(
+            _row(
+                f"5. peak RSS pretrain / Faster R-CNN, R{depth} {size}px b{batch}",
+                a / b,
+                "<= 1.3",
+                a / b <= 1.3,
+                f"{a:.0f} MiB vs {b:.0f} MiB",
+            )
+        )
+    return rows
+
+
+def ddp_rows(steps: int, res: dict) -> list[dict]:
+    r = run_json(python_cmd("ddp_scaling.py", "--steps", str(steps)))
+    res["ddp"] = r
+    note = f"{r['samples_per_s_1']:.2f} vs {r['samples_per_s_2']:.2f} samples/s (tiny R18)"
+    return [
+        _row("6. DDP gloo 2 proc / 1 proc samples/s", r["speedup"], "report (ideal 2)", None, note)
+    ]
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        "| target | measured | goal | result | detail |",
+        "|---|---:|---|---|---|",
+    ]
+    for r in rows:
+        ok = "n/a" if r["ok"] is None else ("pass" if r["ok"] else "FAIL")
+        m = r["measured"]
+        value = f"{m:.2e}" if abs(m) < 1e-3 and m != 0 else f"{m:.3g}"
+        lines.append(f"| {r['target']} | {value} | {r['goal']} | {ok} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: smallest settings")
+    p.add_argument("--full-lvis", action="store_true", help="evaluation at 5,000 images")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3, help="step timing repetitions")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    demo_data()  # generate once, before anything is timed
+    q = args.quick
+    steps = [(18, 320)] if q else [(18, 320), (18, 640), (50, 320), (50, 640)]
+    res: dict[str, Any] = {"machine": machine_info()}
+    rows = step_rows(steps, args.batch, 1 if q else args.reps, res)
+    rows += data_rows([320] if q else [320, 640], 16 if q else 48, res)
+    rows += lvis_rows(5000 if args.full_lvis else (100 if q else 1000), 1, res)
+    rows += sampler_rows(2 if q else 7, res)
+    rows += memory_rows([(18, 320)] if q else [(18, 320), (50, 640)], args.batch, res)
+    rows += ddp_rows(2 if q else 6, res)
+    res["rows"], res["minutes"] = rows, (time.perf_counter() - t0) / 60
+    table = format_table(rows)
+    header = " | ".join(f"{k}: {v}" for k, v in res["machine"].items())
+    WORK.mkdir(parents=True, exist_ok=True)
+    Path(WORK / "results.json").write_text(json.dumps(res, indent=1))
+    Path(WORK / "results.md").write_text(f"{header}\n\n{table}\n")
+    print(
+        f"\n{header}\n\n{table}\n\ntotal {res['minutes']:.1f} min; details in {WORK}/results.json"
+    )
+
+
+if __name__ == "__main__":
+    main()
