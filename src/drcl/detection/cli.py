@@ -42,14 +42,18 @@ def train_detector(
 
     device, info, work_dir = start_run(cfg, work_dir)
     data, index = build_finetune_data(cfg, info)
-    detector = build_detector(cfg, index.num_classes, index.instance_counts())
+    # federated / ECM / Seesaw read training *image* counts per class (label order)
+    freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
+    detector = build_detector(cfg, index.num_classes, freqs)
     if init:
         load_pretrained(detector, init)
     detector.to(device)
     lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
     if init:
         lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
-    trainer = make_trainer(cfg, DetectorLoss(detector), data, work_dir, device, info, lr, wd)
+    trainer = make_trainer(
+        cfg, DetectorLoss(detector), data, work_dir, device, info, lr, wd, state_module=detector
+    )
     if resume:
         trainer.resume()
     trainer.fit()

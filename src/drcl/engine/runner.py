@@ -47,6 +47,7 @@ def make_trainer(
     lr: float,
     weight_decay: float,
     after_step: Callable[[int, float], None] | None = None,
+    state_module: torch.nn.Module | None = None,
 ) -> Trainer:
     """SGD/AdamW over the trainable parameters of ``model``, warmup + step/cosine schedule over
     ``train.max_iters`` (or ``train.epochs`` epochs of ``data``), and the engine."""
@@ -65,4 +66,5 @@ def make_trainer(
         info,
         after_step=after_step,
         extra_state={"data": data},
+        state_module=state_module,
     )

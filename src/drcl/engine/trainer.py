@@ -74,6 +74,9 @@ class Trainer:
         after_step: called as ``after_step(iteration, progress)`` after each optimizer step
             (e.g. the EMA target update).
         extra_state: objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
+        state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
+            (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
+            checkpoint has torchvision's own keys.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class Trainer:
         dist: DistInfo,
         after_step: Callable[[int, float], None] | None = None,
         extra_state: dict[str, Any] | None = None,
+        state_module: torch.nn.Module | None = None,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.data, self.cfg = data, train_cfg
@@ -96,6 +100,7 @@ class Trainer:
         self.max_iters, self.device, self.dist = max_iters, device, dist
         self.after_step = after_step
         self.extra_state = extra_state or {}
+        self.state_module = state_module
         self.progress = Progress()
         self.skipped_steps = 0
         use_fp16 = train_cfg.amp == "fp16" and device.type == "cuda"
@@ -103,6 +108,8 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
+        if self.state_module is not None:
+            return self.state_module
         return getattr(self.model, "module", self.model)
 
     def state_dict(self) -> dict[str, Any]:
