@@ -37,8 +37,11 @@ STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 LR = 1e-3  # small: the benchmark times steps, it must not diverge over a few of them
 
 
-def make_config(depth: int, size: int, batch: int):
-    return load_config(None, bench_overrides(depth, size, batch))
+SHARED = ["pretrain.sr.shared_pass=true"]  # one online pass over [masked view 1; view 2]
+
+
+def make_config(depth: int, size: int, batch: int, extra: list[str] | None = None):
+    return load_config(None, bench_overrides(depth, size, batch, extra))
 
 
 def first_batch(cfg) -> dict[str, torch.Tensor]:
@@ -105,8 +108,13 @@ def compare(depth: int, size: int, batch: int, reps: int) -> dict[str, Any]:
     """Median seconds per step of both, alternating; ratio = pretrain / detector."""
     cfg = make_config(depth, size, batch)
     data = first_batch(cfg)
+    shared = make_config(depth, size, batch, SHARED)
     times = alternate(
-        {"pretrain": pretrain_step_fn(cfg, data), "detector": detector_step_fn(cfg, data)},
+        {
+            "pretrain": pretrain_step_fn(cfg, data),
+            "pretrain_shared": pretrain_step_fn(shared, data),
+            "detector": detector_step_fn(cfg, data),
+        },
         reps=reps,
     )
     return {
@@ -117,6 +125,8 @@ def compare(depth: int, size: int, batch: int, reps: int) -> dict[str, Any]:
         "pretrain_s": times["pretrain"],
         "detector_s": times["detector"],
         "ratio": times["pretrain"] / times["detector"],
+        "pretrain_shared_s": times["pretrain_shared"],
+        "ratio_shared": times["pretrain_shared"] / times["detector"],
         "pretrain_images_per_s": batch / times["pretrain"],
     }
 
@@ -189,10 +199,10 @@ def op_profile(step: Callable[[], float], top: int = 12) -> list[dict[str, Any]]
 
 def rss_run(which: str, depth: int, size: int, batch: int) -> dict[str, Any]:
     """Peak RSS of this process after building ``which`` and doing two steps."""
-    cfg = make_config(depth, size, batch)
+    cfg = make_config(depth, size, batch, SHARED if which == "pretrain_shared" else None)
     data = first_batch(cfg)
     before = peak_rss_mib()
-    step = (pretrain_step_fn if which == "pretrain" else detector_step_fn)(cfg, data)
+    step = (detector_step_fn if which == "detector" else pretrain_step_fn)(cfg, data)
     for _ in range(2):
         step()
     return {"which": which, "peak_rss_mib": peak_rss_mib(), "rss_before_model_mib": before}
@@ -205,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="phase breakdown + top operators")
-    p.add_argument("--rss", choices=("pretrain", "detector"), help="peak RSS of one side")
+    p.add_argument(
+        "--rss", choices=("pretrain", "pretrain_shared", "detector"), help="peak RSS of one side"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = p.parse_args(argv)
     if args.threads:

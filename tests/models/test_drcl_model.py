@@ -209,3 +209,19 @@ def test_from_config_and_errors():
         model(batch | {"boxes2": batch["boxes2"][:, :3]})
     with pytest.raises(ValueError, match=r"batch\['mask'\].*sr.patch=32"):
         model(batch | {"mask": torch.zeros(B, 4, 4, dtype=torch.bool)})
+
+
+def test_shared_pass_runs_the_online_encoder_once_and_keeps_sr_ar():
+    shared = make_model(sr=SRConfig(shared_pass=True))
+    online, target = _count_body_calls(shared.online), _count_body_calls(shared.target)
+    out = shared(make_batch())
+    assert online == [2 * B] and target == [2 * B]  # [masked view 1; view 2] once
+    out["loss"].backward()
+    assert trainable_without_grad(shared) == []
+    # per-sample features (eval-mode BN): SR and AR read exactly the masked view's features
+    separate = make_model()
+    separate.load_state_dict(shared.state_dict())
+    a, b = shared.eval()(make_batch()), separate.eval()(make_batch())
+    torch.testing.assert_close(a["loss_sr"], b["loss_sr"])
+    torch.testing.assert_close(a["loss_ar"], b["loss_ar"])
+    assert not torch.allclose(a["loss_hcl"], b["loss_hcl"])  # HCL now sees the masked view 1

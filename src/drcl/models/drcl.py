@@ -262,12 +262,21 @@ class DRCLModel(nn.Module):
         on = self.enabled
         ar_view = on("ar") and not self._ar_masked
         c5_on = fpn_on = c5_tg = fpn_tg = fpn_masked = None
-        if on("hcl") or on("lcl") or ar_view:
+        masked = on("sr") or self._ar_masked
+        shared = masked and bool(getattr(self.sr_cfg, "shared_pass", False))
+        if shared and (on("hcl") or on("lcl") or ar_view):
+            # one online pass over [masked view 1; view 2] serves every term (sr.shared_pass)
+            b = views.shape[0] // 2
+            c5_on, fpn_on = self.online.encode(
+                torch.cat([batch["masked_view1"], views[b:]]), with_fpn=True
+            )
+            fpn_masked = {k: v[:b] for k, v in fpn_on.items()}
+        elif on("hcl") or on("lcl") or ar_view:
             c5_on, fpn_on = self.online.encode(views, with_fpn=on("lcl") or ar_view)
         if on("hcl") or on("lcl") or on("sr"):
             with torch.no_grad():
                 c5_tg, fpn_tg = self.target.encode(views, with_fpn=on("lcl") or on("sr"))
-        if on("sr") or self._ar_masked:
+        if masked and fpn_masked is None:
             fpn_masked = self.online.encode(batch["masked_view1"], with_fpn=True)[1]
         return c5_on, fpn_on, c5_tg, fpn_tg, fpn_masked
 
