@@ -38,3 +38,15 @@ def tiny_overrides(tiny_demo):
         "train.log_every=1",
         "train.deterministic=true",
     ]
+
+
+@pytest.fixture()
+def fast_overrides():
+    """Two iterations and small RPN/RoI samples: end-to-end runs in seconds."""
+    return [
+        "train.max_iters=2",
+        "train.checkpoint_every=2",
+        "finetune.eval_batch_size=8",
+        "finetune.rpn_batch_size_per_image=32",
+        "finetune.box_batch_size_per_image=32",
+    ]

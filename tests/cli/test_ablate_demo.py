@@ -9,14 +9,6 @@ from drcl.cli.ablate import ROWS, ablation_table, component_overrides, load_abla
 from drcl.cli.main import main
 from drcl.config import ConfigError, load_config
 
-FAST = [
-    "train.max_iters=2",
-    "train.checkpoint_every=2",
-    "finetune.eval_batch_size=8",
-    "finetune.rpn_batch_size_per_image=32",
-    "finetune.box_batch_size_per_image=32",
-]
-
 
 def test_component_overrides_switch_exactly_the_missing_terms():
     cfg = load_config(None, component_overrides(ROWS["hcl_lcl"]))
@@ -60,13 +52,13 @@ def test_unknown_row_is_rejected(tmp_path):
         load_ablate_config(bad)
 
 
-def test_ablate_two_rows_end_to_end_and_resumable(tiny_overrides, tmp_path, capsys):
+def test_ablate_two_rows_end_to_end_and_resumable(tiny_overrides, fast_overrides, tmp_path):
     cfg = tmp_path / "ablate.yaml"
     root = Path(__file__).resolve().parents[2] / "configs"
     cfg.write_text(
         f"pretrain_config: {root / 'pretrain/demo.yaml'}\n"
         f"finetune_config: {root / 'finetune/demo.yaml'}\n"
-        f"overrides: {json.dumps([*tiny_overrides, *FAST])}\n"
+        f"overrides: {json.dumps([*tiny_overrides, *fast_overrides])}\n"
         "rows: [baseline, hcl]\n"
     )
     work = tmp_path / "abl"
@@ -81,13 +73,13 @@ def test_ablate_two_rows_end_to_end_and_resumable(tiny_overrides, tmp_path, caps
     assert (work / "hcl" / "finetune" / "model_final.safetensors").stat().st_mtime == mtime
 
 
-def test_demo_pipeline_end_to_end(tiny_demo, tiny_overrides, tmp_path, capsys):
+def test_demo_pipeline_end_to_end(tiny_demo, tiny_overrides, fast_overrides, tmp_path, capsys):
     from drcl.cli.demo import run_demo
 
     work = tmp_path / "demo"
     shutil.copytree(Path(tiny_demo["train_images"]).parent, work / "data")
     keep = [o for o in tiny_overrides if not o.startswith("data.")]
-    report = run_demo(work, extra=[*keep, *FAST])
+    report = run_demo(work, extra=[*keep, *fast_overrides])
     out = capsys.readouterr().out
     html = (report / "index.html").read_text()
     assert "Box metrics" in html and "Training curves" in html

@@ -6,19 +6,11 @@ from safetensors.torch import load_file
 
 from drcl.cli.main import main
 
-FAST = [
-    "train.max_iters=2",
-    "train.checkpoint_every=2",
-    "finetune.eval_batch_size=8",
-    "finetune.rpn_batch_size_per_image=32",
-    "finetune.box_batch_size_per_image=32",
-    "model.norm=frozen_bn",
-]
 
-
-def test_finetune_evaluate_export(tiny_overrides, tmp_path, capsys):
+def test_finetune_evaluate_export(tiny_overrides, fast_overrides, tmp_path, capsys):
     work = tmp_path / "ft"
-    over = [*tiny_overrides, *FAST, "finetune.loss=ecm", "finetune.rfs=true"]
+    over = [*tiny_overrides, *fast_overrides, "model.norm=frozen_bn", "finetune.loss=ecm"]
+    over.append("finetune.rfs=true")
     assert main(["finetune", "configs/finetune/demo.yaml", "--work-dir", str(work), *over]) == 0
     assert "APr" in capsys.readouterr().out
     ckpt = work / "ckpt_0000002.pt"
