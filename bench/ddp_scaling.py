@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import time
 from typing import Any
@@ -41,18 +40,12 @@ def _worker(rank: int, world: int, port: int, batch: int, steps: int, out: Any) 
     import torch.distributed as dist
 
     from drcl.config import load_config
-    from drcl.engine.distributed import init_from_env
+    from drcl.engine.distributed import init_from_env, set_local_env
     from drcl.engine.pretrain import build_pretrain_data
     from drcl.models.drcl import DRCLModel
 
     torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
+    set_local_env(rank, world, port)
     info = init_from_env(torch.device("cpu"))
     cfg = load_config(None, bench_overrides(18, 128, batch * world, TINY))
     data = build_pretrain_data(cfg, WORK / f"ddp_{world}_{rank}", info)

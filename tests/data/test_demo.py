@@ -153,7 +153,7 @@ def test_frequency_groups_match_the_annotations(small):
         n = len(images[c["id"]])
         assert c["image_count"] == n, c["name"]
         assert c["instance_count"] == instances[c["id"]], c["name"]
-        assert 1 <= n
+        assert n >= 1, f"{c['name']} has no training image"
         expected = "r" if n <= 10 else ("c" if n <= 100 else "f")
         assert c["frequency"] == expected, c["name"]
         groups[expected] += 1

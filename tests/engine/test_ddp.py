@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from drcl.config import load_config
-from drcl.engine.distributed import DistInfo
+from drcl.engine.distributed import DistInfo, set_local_env
 from drcl.engine.pretrain import build_pretrain_data
 
 # LCL couples the samples of a batch through its gathered negatives; it is off here so that the
@@ -26,16 +25,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _set_env(rank: int, world: int, port: int) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-
-
 def _grad_worker(rank, world, port, overrides, batch, out_dir):
     import torch.distributed as dist
 
@@ -43,7 +32,7 @@ def _grad_worker(rank, world, port, overrides, batch, out_dir):
     from drcl.models.drcl import DRCLModel
 
     torch.set_num_threads(1)
-    _set_env(rank, world, port)
+    set_local_env(rank, world, port)
     init_from_env(torch.device("cpu"))
     torch.manual_seed(0)
     model = DRCLModel.from_config(load_config(None, overrides))
@@ -89,7 +78,7 @@ def _run_worker(rank, world, port, pre_over, ft_over, work_dir):
     from drcl.engine.pretrain import run_pretrain
 
     torch.set_num_threads(1)
-    _set_env(rank, world, port)
+    set_local_env(rank, world, port)
     run_pretrain(load_config(None, pre_over), f"{work_dir}/pre")
     run_finetune(
         load_config(None, ft_over), f"{work_dir}/ft", init=f"{work_dir}/pre/pretrained.safetensors"

@@ -45,6 +45,18 @@ def init_from_env(device: torch.device) -> DistInfo:
     return get_info()
 
 
+def set_local_env(rank: int, world_size: int, port: int, addr: str = "127.0.0.1") -> None:
+    """Set the variables ``torchrun`` would set, for processes started by hand on one host
+    (``torch.multiprocessing.spawn``); :func:`init_from_env` then joins the group."""
+    os.environ.update(
+        MASTER_ADDR=addr,
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
