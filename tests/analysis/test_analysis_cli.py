@@ -143,4 +143,4 @@ def test_attention_command(tmp_path, capsys):
     save_file({"x": torch.zeros(1)}, tmp_path / "bad.safetensors")
     argv[5] = f"bad={tmp_path / 'bad.safetensors'}"
     assert main(argv) == 1
-    assert "bad.safetensors: does not fit the detector" in capsys.readouterr().err
+    assert "bad.safetensors: does not match the model" in capsys.readouterr().err

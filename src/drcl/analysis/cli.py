@@ -190,15 +190,12 @@ def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced:
 
 
 def _load_detector(cfg: Any, num_classes: int, ckpt: str, device: str):
-    from drcl.analysis.weight_norms import load_state_dict
+    from drcl.analysis.weight_norms import weights_file
+    from drcl.detection.inference import load_detector_weights
     from drcl.detection.model import build_detector
 
     model = build_detector(cfg, num_classes)
-    try:
-        model.load_state_dict(load_state_dict(ckpt))
-    except RuntimeError as err:  # missing / unexpected keys or shape mismatches
-        detail = str(err).splitlines()[1:3]
-        raise ValueError(f"{ckpt}: does not fit the detector of the config: {detail}") from err
+    load_detector_weights(model, weights_file(ckpt))  # strict: names the mismatched keys
     return model.to(device).eval()
 
 

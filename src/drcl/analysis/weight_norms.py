@@ -17,36 +17,16 @@ import numpy as np
 import torch
 
 from drcl.analysis.plotting import GROUP_COLORS, GROUP_NAMES, new_figure, save_figure
+from drcl.utils.weights import read_state_dict
 
 CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
 RUN_DIR_WEIGHTS = "model_final.safetensors"  # inside a fine-tuning run dir
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict without unpickling code.
-
-    Accepts a ``.safetensors`` file, a torch checkpoint (``weights_only=True``; a ``'model'``
-    entry is unwrapped, as written by the trainer), or a run dir holding
-    ``model_final.safetensors``.
-    """
+def weights_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or a fine-tuning run dir's ``model_final.safetensors``."""
     path = Path(path)
-    if path.is_dir():
-        path = path / RUN_DIR_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip errors have many types; name the file
-        raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return dict(obj)
+    return path / RUN_DIR_WEIGHTS if path.is_dir() else path
 
 
 def classifier_weight(
@@ -69,7 +49,8 @@ def classifier_weight_norms(
     """L2 norm of every foreground class's classifier weight.
 
     Args:
-        path_or_state_dict: checkpoint path (see :func:`load_state_dict`) or a state dict.
+        path_or_state_dict: a fine-tuning run dir (its ``model_final.safetensors``), a weights
+            file (:func:`~drcl.utils.weights.read_state_dict`) or a state dict.
         num_classes: C, checked against the weight's ``C + 1`` rows when given.
 
     Returns:
@@ -78,7 +59,8 @@ def classifier_weight_norms(
     if isinstance(path_or_state_dict, Mapping):
         state, source = path_or_state_dict, "<state dict>"
     else:
-        state, source = load_state_dict(path_or_state_dict), str(path_or_state_dict)
+        path = weights_file(path_or_state_dict)
+        state, source = read_state_dict(path, role="checkpoint"), str(path)
     weight = classifier_weight(state, source).detach().to(torch.float64)
     if num_classes is not None and weight.shape[0] != num_classes + 1:
         raise ValueError(

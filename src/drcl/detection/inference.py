@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from drcl.utils.io import atomic_write_json, read_json
+from drcl.utils.weights import LoadReport, load_into, read_state_dict
 
 try:  # pycocotools is the reference; faster-coco-eval ships the same C API (a hard dependency)
     from pycocotools import mask as mask_utils
@@ -154,28 +155,17 @@ def merge_detections(paths: list[str | os.PathLike], out: str | os.PathLike) -> 
     return len(merged)
 
 
-def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike) -> None:
-    """Load a full detector state: safetensors, or a torch checkpoint (``'model'`` key allowed).
+def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike) -> LoadReport:
+    """Load a full detector state (strict): safetensors or a torch checkpoint, as
+    :func:`~drcl.utils.weights.read_state_dict` reads them (``'model'`` key allowed).
 
     Raises:
         ValueError: keys or shapes do not match the model built from the config (the message
-            lists a few of each).
+            names the first mismatched shape, or a few missing and unexpected keys).
     """
-    from drcl.detection.model import read_weights
-
-    state, own = read_weights(checkpoint), model.state_dict()
-    where = f"{checkpoint}: does not match the detector built from the config"
-    for key, value in own.items():
-        if key in state and state[key].shape != value.shape:
-            raise ValueError(
-                f"{where}: '{key}' has shape {tuple(state[key].shape)} in the file, "
-                f"{tuple(value.shape)} in the model (number of classes? model.* sizes?)"
-            )
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"{where}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.load_state_dict(state)
+    hint = "the detector built from the config: number of classes? model.* sizes?"
+    state = read_state_dict(checkpoint)
+    return load_into(model, state, strict=True, source=str(checkpoint), hint=hint)
 
 
 def _check_iou_types(cfg, iou_types) -> None:

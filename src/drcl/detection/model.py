@@ -11,10 +11,7 @@ loaded, what stayed random and what was unexpected.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -23,8 +20,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
 from drcl.losses.longtail import ClassificationLoss, build_classification_loss, prior_bias
 from drcl.models.backbone import build_resnet_fpn
+from drcl.utils.weights import LoadReport, load_into, read_state_dict
 
-__all__ = ["ARCHS", "LoadReport", "build_detector", "load_pretrained", "read_weights"]
+__all__ = ["ARCHS", "LoadReport", "build_detector", "load_pretrained"]
 
 ARCHS = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
 # torchvision's MultiScaleRoIAlign output for boxes (7x7); TwoMLPHead flattens C x 7 x 7.
@@ -141,71 +139,6 @@ def _long_tail_heads(heads, cls_loss: ClassificationLoss) -> LongTailRoIHeads:
 # ---- pre-trained weights -----------------------------------------------------------------------
 
 
-@dataclass
-class LoadReport:
-    """Outcome of :func:`load_pretrained`: model keys loaded / left random, file keys unused."""
-
-    path: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-
-    def table(self, max_keys: int = 20) -> str:
-        """Counts per module group, then the missing and unexpected keys (up to ``max_keys``)."""
-        groups = sorted({_group(k) for k in self.loaded + self.missing + self.unexpected})
-        lines = [
-            f"weights: {self.path}",
-            f"{'module':<28} {'loaded':>7} {'random':>7} {'unexp.':>7}",
-        ]
-        for g in groups:
-            counts = [
-                sum(_group(k) == g for k in ks)
-                for ks in (self.loaded, self.missing, self.unexpected)
-            ]
-            lines.append(f"{g:<28} {counts[0]:>7} {counts[1]:>7} {counts[2]:>7}")
-        lines.append(
-            f"{'total':<28} {len(self.loaded):>7} {len(self.missing):>7} {len(self.unexpected):>7}"
-        )
-        for title, keys in (
-            ("stayed random", self.missing),
-            ("unexpected (ignored)", self.unexpected),
-        ):
-            if keys:
-                shown = ", ".join(keys[:max_keys])
-                more = f" ... (+{len(keys) - max_keys})" if len(keys) > max_keys else ""
-                lines.append(f"{title}: {shown}{more}")
-        return "\n".join(lines)
-
-
-def _group(key: str) -> str:
-    # backbone.body / backbone.fpn / rpn.head / roi_heads.box_head / roi_heads.mask_head ...
-    return ".".join(key.split(".")[:2])
-
-
-def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A state dict from safetensors, or a torch file (``weights_only``; ``'model'`` key if any)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        # weights_only: a checkpoint can never run code while loading.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # safetensors / pickle raise various types for a bad file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path}: not a readable safetensors or torch weights file: {first}"
-        ) from err
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (or one under 'model')")
-    return state
-
-
 def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True) -> LoadReport:
     """Load pre-trained weights in torchvision's key layout into a detector; print what happened.
 
@@ -222,25 +155,15 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
         ValueError: no ``backbone.body.*`` key loaded (wrong file or layout), or a tensor's shape
             differs from the model's (the key and both shapes are named).
     """
-    state = read_weights(path)
+    state = read_state_dict(path)
     own = model.state_dict()
-    common = [k for k in own if k in state]  # model order: weight before bias
-    for key in common:
-        if state[key].shape != own[key].shape:
-            raise ValueError(
-                f"{path}: key '{key}' has shape {tuple(state[key].shape)} in the file but "
-                f"{tuple(own[key].shape)} in the model (check model.depth / fpn_channels / "
-                "box_head_dim)"
-            )
-    if not any(k.startswith("backbone.body.") for k in common):
+    if not any(k.startswith("backbone.body.") and k in own for k in state):
         raise ValueError(
             f"{path}: no 'backbone.body.*' key matches the model; expected torchvision's detector "
             f"layout (first keys in the file: {', '.join(list(state)[:3]) or 'none'})"
         )
-    model.load_state_dict({k: state[k] for k in common}, strict=False)
-    # FrozenBatchNorm2d has no num_batches_tracked; a file without it loses nothing.
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    report = LoadReport(str(path), common, missing, [k for k in state if k not in own])
+    hint = "check model.depth / fpn_channels / box_head_dim"
+    report = load_into(model, state, strict=False, source=str(path), hint=hint)
     if verbose:
         print(report.table())
     return report

@@ -248,11 +248,9 @@ def import_state(state: dict[str, Tensor], source: str) -> ConversionResult:
 
 
 def _read_state(path: str | os.PathLike) -> dict[str, Tensor]:
-    from drcl.detection.model import read_weights
+    from drcl.utils.weights import read_state_dict
 
-    state = read_weights(path)
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path)  # unwraps 'model'/'state_dict' and a DDP 'module.' prefix
     if not any(k.startswith("backbone.body.") for k in state):
         raise ValueError(
             f"{path}: no 'backbone.body.*' key; expected weights in torchvision's detector layout "

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+from drcl.utils.weights import load_into, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,9 @@ NORMS: dict[str, Callable[..., nn.Module]] = {
     # Behaves as BatchNorm2d until a process group exists (then synchronises statistics).
     "sync_bn": nn.SyncBatchNorm,
 }
-# Key prefixes of other checkpoints that hold a torchvision ResNet, stripped when loading.
-_KNOWN_PREFIXES = ("module.", "backbone.body.", "body.")
+# Key prefixes of other checkpoints that hold a torchvision ResNet (a detector's), stripped when
+# loading; the DDP "module." prefix is read_state_dict's.
+_LAYOUT_PREFIXES = ("backbone.body.", "body.")
 
 
 def build_resnet_fpn(
@@ -92,23 +93,6 @@ def freeze_resnet_stages(body: resnet.ResNet, trainable_layers: int) -> None:
             param.requires_grad_(False)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a local state dict without unpickling code (``weights_only``) or from safetensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.weights: file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
 def load_resnet_weights(
     body: resnet.ResNet, path: str | os.PathLike
 ) -> tuple[list[str], list[str]]:
@@ -121,32 +105,21 @@ def load_resnet_weights(
         ValueError: no key of the file matches the ResNet (wrong file), or a shape differs
             (wrong depth), naming the file.
     """
-    state = read_state_dict(path)
-    for prefix in _KNOWN_PREFIXES:
+    state = read_state_dict(path, role="model.weights")
+    for prefix in _LAYOUT_PREFIXES:
         if any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = body.state_dict()
-    if not set(state) & set(own):
+    if not set(state) & set(body.state_dict()):
         raise ValueError(f"{path}: no key matches a torchvision ResNet (e.g. 'conv1.weight')")
-    for key in set(state) & set(own):
-        if state[key].shape != own[key].shape:
-            raise ValueError(
-                f"{path}: key '{key}' has shape {tuple(state[key].shape)}, the "
-                f"model expects {tuple(own[key].shape)} (wrong model.depth?)"
-            )
-    result = body.load_state_dict(state, strict=False)
-    # FrozenBatchNorm2d has no num_batches_tracked buffer, and fc is not part of the FPN body.
-    missing = [
-        k
-        for k in result.missing_keys
-        if not (k.endswith("num_batches_tracked") or k.startswith("fc."))
-    ]
+    report = load_into(body, state, strict=False, source=str(path), hint="wrong model.depth?")
+    # fc (the ImageNet classifier) is not part of the FPN body.
+    missing = [k for k in report.missing if not k.startswith("fc.")]
     logger.info(
         "loaded %s: %d tensors, missing %s, unexpected %s",
         path,
-        len(state) - len(result.unexpected_keys),
+        len(report.loaded),
         missing or "none",
-        result.unexpected_keys or "none",
+        report.unexpected or "none",
     )
-    return missing, list(result.unexpected_keys)
+    return missing, report.unexpected
