@@ -1,6 +1,6 @@
 """Pre-training data throughput per worker: DRB sample -> decode -> two views + boxes + mask.
 
-Measures :class:`drcl.data.pretrain.PretrainDataset` in this process (what one DataLoader worker
+Measures :class:`drcl.pretrain.dataset.PretrainDataset` in this process (what one DataLoader worker
 does), on the demo data at a given view size, in images per second. ``bench/run_all.py`` divides
 it by the images per second a training step consumes at the same size (``step_cost.py``).
 
@@ -21,7 +21,7 @@ from common import WORK, bench_overrides, emit, median
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.engine.pretrain import build_pretrain_data
+from drcl.pretrain.runner import build_pretrain_data
 
 
 def throughput(size: int, images: int, reps: int = 3, depth: int = 18) -> dict[str, Any]:

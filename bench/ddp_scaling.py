@@ -41,8 +41,7 @@ def _worker(rank: int, world: int, port: int, batch: int, steps: int, out: Any) 
 
     from drcl.config import load_config
     from drcl.engine.distributed import init_from_env, set_local_env
-    from drcl.engine.pretrain import build_pretrain_data
-    from drcl.models.drcl import DRCLModel
+    from drcl.pretrain.runner import build_drcl_model, build_pretrain_data
 
     torch.set_num_threads(1)
     set_local_env(rank, world, port)
@@ -50,10 +49,10 @@ def _worker(rank: int, world: int, port: int, batch: int, steps: int, out: Any) 
     cfg = load_config(None, bench_overrides(18, 128, batch * world, TINY))
     data = build_pretrain_data(cfg, WORK / f"ddp_{world}_{rank}", info)
     torch.manual_seed(0)
-    model = DRCLModel.from_config(cfg)
+    model = build_drcl_model(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    stream = data.batches(0, 0.0, 0)
+    stream = data.batches(0, 0.0)
     batches = [next(stream) for _ in range(steps + 1)]
     for i, b in enumerate(batches):
         if i == 1:  # the first step is the warm-up

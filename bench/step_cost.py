@@ -29,8 +29,8 @@ from drcl.config import load_config
 from drcl.data.coco import CocoIndex
 from drcl.detection.model import build_detector
 from drcl.engine.distributed import DistInfo
-from drcl.engine.pretrain import build_pretrain_data
-from drcl.models.drcl import LEVELS, DRCLModel
+from drcl.models.drcl import LEVELS
+from drcl.pretrain.runner import build_drcl_model, build_pretrain_data
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -49,7 +49,7 @@ def first_batch(cfg) -> dict[str, torch.Tensor]:
     work = WORK / "step_cost"
     work.mkdir(parents=True, exist_ok=True)
     data = build_pretrain_data(cfg, work, DistInfo())
-    return next(data.batches(0, 0.0, 0))
+    return next(data.batches(0, 0.0))
 
 
 def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -60,7 +60,7 @@ def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
 def pretrain_step_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], float]:
     """A closure doing one full 2DRCL step; returns the loss."""
     torch.manual_seed(0)
-    model = DRCLModel.from_config(cfg).train()
+    model = build_drcl_model(cfg).train()
     opt = _sgd(model)
 
     def step() -> float:
@@ -146,7 +146,7 @@ def phase_breakdown(cfg, batch: dict[str, torch.Tensor], reps: int = 2) -> dict[
     pass, the heads, backward, optimizer and EMA are timed separately.
     """
     torch.manual_seed(0)
-    model = DRCLModel.from_config(cfg).train()
+    model = build_drcl_model(cfg).train()
     opt = _sgd(model)
     out: dict[str, float] = {}
     for rep in range(reps + 1):

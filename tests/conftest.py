@@ -9,6 +9,14 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def drcl_logging():
+    """The CLI's logging set-up for every test: INFO to stdout, warnings to stderr (capsys)."""
+    from drcl.cli.main import setup_logging
+
+    setup_logging()
+
+
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """A reduced embedded demo dataset (~80 train / ~30 val images of 128 px)."""

@@ -2,11 +2,11 @@ import torch
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.engine.pretrain import build_pretrain_data
+from drcl.pretrain.runner import build_pretrain_data
 
 
 def _first_batches(data, n, epoch=0):
-    it = data.batches(epoch, 0.0, 0)
+    it = data.batches(epoch, 0.0)
     return [next(it) for _ in range(n)], it
 
 
@@ -42,7 +42,7 @@ def test_stream_is_deterministic_and_resumes_exactly(tiny_overrides, tmp_path):
     assert state["consumed"] == 3 * 4
     c = build_pretrain_data(cfg, tmp_path / "c", DistInfo())
     c.load_state_dict(state)
-    it = c.batches(0, 0.7, 3)  # the progress given at resume must not change the epoch's alpha
+    it = c.batches(0, 0.7)  # the progress given at resume must not change the epoch's alpha
     for want in ref[3:]:
         have = next(it)
         for key in want:

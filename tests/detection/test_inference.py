@@ -10,13 +10,9 @@ import torch
 from PIL import Image
 
 from drcl.data.dataset import DetectionDataset
-from drcl.detection.inference import (
-    evaluate_checkpoint,
-    merge_detections,
-    rank_file,
-    run_inference,
-)
+from drcl.detection.inference import merge_detections, rank_file, run_inference
 from drcl.detection.model import build_detector
+from drcl.finetune.runner import evaluate_checkpoint
 
 try:
     from pycocotools import mask as mask_utils

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo, set_local_env
-from drcl.engine.pretrain import build_pretrain_data
+from drcl.pretrain.runner import build_pretrain_data
 
 # LCL couples the samples of a batch through its gathered negatives; it is off here so that the
 # single-process reference (one pass per half batch) is exact. The gather itself is tested in
@@ -29,13 +29,13 @@ def _grad_worker(rank, world, port, overrides, batch, out_dir):
     import torch.distributed as dist
 
     from drcl.engine.distributed import init_from_env
-    from drcl.models.drcl import DRCLModel
+    from drcl.pretrain.runner import build_drcl_model
 
     torch.set_num_threads(1)
     set_local_env(rank, world, port)
     init_from_env(torch.device("cpu"))
     torch.manual_seed(0)
-    model = DRCLModel.from_config(load_config(None, overrides))
+    model = build_drcl_model(load_config(None, overrides))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     half = {k: v.chunk(world)[rank] for k, v in batch.items()}
     losses = ddp(half)
@@ -46,16 +46,16 @@ def _grad_worker(rank, world, port, overrides, batch, out_dir):
 
 
 def test_ddp_gradients_equal_single_process_mean(tiny_overrides, tmp_path):
-    from drcl.models.drcl import DRCLModel
+    from drcl.pretrain.runner import build_drcl_model
 
     overrides = [*tiny_overrides, *NO_LCL]
     cfg = load_config(None, overrides)
     data = build_pretrain_data(cfg, tmp_path, DistInfo())
-    batch = next(data.batches(0, 0.0, 0))
+    batch = next(data.batches(0, 0.0))
     mp.spawn(_grad_worker, args=(2, _free_port(), overrides, batch, str(tmp_path)), nprocs=2)
 
     torch.manual_seed(0)
-    ref = DRCLModel.from_config(cfg)
+    ref = build_drcl_model(cfg)
     ref_losses, ref_grads = [], {}
     for half in range(2):
         ref.zero_grad()
@@ -74,8 +74,8 @@ def test_ddp_gradients_equal_single_process_mean(tiny_overrides, tmp_path):
 
 
 def _run_worker(rank, world, port, pre_over, ft_over, work_dir):
-    from drcl.detection.cli import run_finetune
-    from drcl.engine.pretrain import run_pretrain
+    from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.runner import run_pretrain
 
     torch.set_num_threads(1)
     set_local_env(rank, world, port)
@@ -86,6 +86,7 @@ def _run_worker(rank, world, port, pre_over, ft_over, work_dir):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # fast: test_ddp_gradients_equal_single_process_mean (2 processes, 1 step)
 @pytest.mark.parametrize("world", [2])
 def test_two_process_pretrain_and_finetune_with_merged_evaluation(tiny_overrides, tmp_path, world):
     common = [*tiny_overrides, "train.max_iters=2", "train.checkpoint_every=2"]

@@ -32,6 +32,7 @@ RUN = ["train.max_iters=8", "train.checkpoint_every=2", "data.num_workers=1"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # fast: tests/engine/test_trainer.py::test_resume_is_bit_for_bit
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(tiny_overrides, tmp_path):
     over = [*tiny_overrides, *RUN]
     ref = subprocess.run(_pretrain_cmd(tmp_path / "ref", over), cwd=ROOT, capture_output=True)
@@ -144,8 +145,8 @@ def test_full_disk_during_checkpoint_leaves_no_partial_file(tmp_path, monkeypatc
 
 
 def test_pipeline_opens_no_network_connection(tiny_overrides, tmp_path, monkeypatch):
-    from drcl.detection.cli import run_finetune
-    from drcl.engine.pretrain import run_pretrain
+    from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.runner import run_pretrain
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")

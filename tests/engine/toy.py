@@ -17,12 +17,26 @@ class ToyData:
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(n, generator=g)
         self.batch = batch
         self.iters_per_epoch = n // batch
+        self.epoch, self.consumed = -1, 0  # like SamplerEpochData: the data owns its position
+        self.restored = False
 
-    def batches(self, epoch, progress, skip):
+    def batches(self, epoch, progress):
+        if not (self.restored and self.epoch == epoch):
+            self.epoch, self.consumed = epoch, 0
+        self.restored = False
         order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
-        for b in range(skip, self.iters_per_epoch):
+        while self.consumed < self.iters_per_epoch:
+            b = self.consumed
             idx = order[b * self.batch : (b + 1) * self.batch]
+            self.consumed += 1
             yield self.x[idx], self.y[idx]
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state):
+        self.epoch, self.consumed = state["epoch"], state["consumed"]
+        self.restored = True
 
     def to_device(self, batch, device):
         return batch

@@ -1,8 +1,6 @@
 """``drcl evaluate``: exit codes, the printed table and the metrics json."""
 
 import json
-import sys
-import types
 
 from drcl.cli.main import main
 from drcl.evaluation import evaluate_detections, json_safe
@@ -49,16 +47,6 @@ def test_evaluate_missing_arguments_exit_2(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", "m.safetensors"]) == 2
 
 
-def test_checkpoint_mode_without_inference_exit_3(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "drcl.detection.inference", None)  # import fails
-    cfg = _write(tmp_path / "cfg.yaml", {})
-    assert main(["evaluate", "--config", cfg, "--checkpoint", "m.safetensors"]) == 3
-    assert "not implemented yet" in capsys.readouterr().err
-    # the module exists but has no evaluate_checkpoint yet
-    monkeypatch.setitem(sys.modules, "drcl.detection.inference", types.ModuleType("x"))
-    assert main(["evaluate", "--config", cfg, "--checkpoint", "m.safetensors"]) == 3
-
-
 def test_checkpoint_mode_delegates(tmp_path, monkeypatch, capsys):
     calls = []
     gt, dets = lvis_case(seed=0)
@@ -68,9 +56,7 @@ def test_checkpoint_mode_delegates(tmp_path, monkeypatch, capsys):
         calls.append((cfg.finetune.arch, checkpoint, work_dir, iou_types))
         return {t: metrics for t in iou_types}
 
-    fake = types.ModuleType("drcl.detection.inference")
-    fake.evaluate_checkpoint = evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "drcl.detection.inference", fake)
+    monkeypatch.setattr("drcl.finetune.runner.evaluate_checkpoint", evaluate_checkpoint)
     cfg = _write(tmp_path / "cfg.yaml", {})
     out = tmp_path / "m.json"
     argv = ["evaluate", "--config", cfg, "--checkpoint", "ck.safetensors", "--out", str(out)]

@@ -23,7 +23,8 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
 from drcl.config import Config
 from drcl.detection.model import build_detector
-from drcl.export.convert import cli_export, export_state, import_state
+from drcl.export.cli import cli_export
+from drcl.export.convert import export_state, import_state
 from drcl.models.backbone import build_resnet_fpn
 
 NORM4 = ["weight", "bias", "running_mean", "running_var"]

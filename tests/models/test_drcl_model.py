@@ -10,6 +10,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from drcl.config.schema import ARConfig, Config, HCLConfig, LCLConfig, SRConfig
 from drcl.models.backbone import build_resnet_fpn
 from drcl.models.drcl import DRCLModel
+from drcl.pretrain.runner import build_drcl_model
 
 B, K, S = 2, 8, 64
 TINY = dict(depth=18, fpn_channels=32, box_head_dim=64, norm="bn")
@@ -192,7 +193,7 @@ def test_same_seed_same_loss():
 def test_from_config_and_errors():
     cfg = Config()
     cfg.model.depth, cfg.model.fpn_channels, cfg.model.box_head_dim = 18, 16, 32
-    model = DRCLModel.from_config(cfg)
+    model = build_drcl_model(cfg)
     assert model.online.backbone.out_channels == 16 and model.online.box_head.fc7.out_features == 32
     assert model(make_batch())["loss"].isfinite()
     with pytest.raises(ValueError, match="pretrain.hcl.loss"):

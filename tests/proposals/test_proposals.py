@@ -8,7 +8,7 @@ from drcl.cli.main import main
 from drcl.config import load_config
 from drcl.data.coco import CocoIndex
 from drcl.engine.distributed import DistInfo
-from drcl.engine.pretrain import build_pretrain_data
+from drcl.pretrain.runner import build_pretrain_data
 from drcl.proposals.core import gt_proposals, label_by_overlap, load_proposals
 
 GT = {
@@ -84,12 +84,12 @@ def test_images_without_proposals_still_feed_hcl_ar_sr(tiny_overrides, tiny_demo
     path.write_text(json.dumps(recs))
     cfg = load_config(None, [*tiny_overrides, f"pretrain.proposals_file={path}"])
     data = build_pretrain_data(cfg, tmp_path, DistInfo())
-    batches = [b for _, b in zip(range(6), data.batches(0, 0.0, 0))]
+    batches = [b for _, b in zip(range(6), data.batches(0, 0.0))]
     per_image = torch.cat([b["box_valid"].any(1) for b in batches])
     assert (~per_image).any() and per_image.any()  # some images with no box at all
-    from drcl.models.drcl import DRCLModel
+    from drcl.pretrain.runner import build_drcl_model
 
-    model = DRCLModel.from_config(cfg)
+    model = build_drcl_model(cfg)
     empty = dict(batches[0])
     empty["box_valid"] = torch.zeros_like(empty["box_valid"])
     losses = model(empty)

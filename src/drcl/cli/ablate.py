@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from drcl.config import ConfigError, load_config
 from drcl.utils.io import atomic_write_text, ensure_writable_dir
+
+log = logging.getLogger(__name__)
 
 COMPONENTS = ("hcl", "lcl", "drb", "ar", "sr")
 # The rows of the paper's ablation table, in order: components switched on per row.
@@ -76,8 +79,8 @@ def component_overrides(on: tuple[str, ...]) -> list[str]:
 
 def run_row(name: str, cfg: AblateConfig, work_dir: Path) -> dict[str, Any]:
     """Pre-train (unless baseline), fine-tune, evaluate; returns the box metrics."""
-    from drcl.detection.cli import run_finetune
-    from drcl.engine.pretrain import run_pretrain
+    from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.runner import run_pretrain
 
     row_dir = work_dir / name
     metrics_file = row_dir / "finetune" / "eval" / "metrics_bbox.json"
@@ -120,16 +123,16 @@ def run_ablation(config: str | Path, work_dir: str | Path, overrides=None) -> Pa
     work_dir = ensure_writable_dir(work_dir)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(cfg.rows):
-        print(f"\n=== ablation row {i + 1}/{len(cfg.rows)}: {name}", flush=True)
+        log.info("\n=== ablation row %d/%d: %s", i + 1, len(cfg.rows), name)
         results[name] = run_row(name, cfg, work_dir)
         md, table_csv = ablation_table(results)  # rewritten after every row
         atomic_write_text(work_dir / "ablation.md", md)
         atomic_write_text(work_dir / "ablation.csv", table_csv)
-    print("\n" + md)
+    log.info("\n%s", md)
     return work_dir / "ablation.md"
 
 
 def cli_ablate(args: argparse.Namespace) -> int:
     out = run_ablation(args.config, args.work_dir, args.overrides)
-    print(f"ablation table: {out}")
+    log.info("ablation table: %s", out)
     return 0

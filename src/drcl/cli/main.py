@@ -1,17 +1,32 @@
 """The ``drcl`` command line: one entry point, one subcommand per pipeline stage.
 
-Each subcommand names a handler ``"module:function"`` taking the parsed arguments and returning
-an exit code; modules are imported only when their command runs, so ``--help`` stays instant.
+Each subcommand's handler is a function imported from its stage's ``cli`` module, taking the
+parsed arguments and returning an exit code. Those modules are light (they import their runner
+inside the handler), so ``--help`` stays instant, and a renamed handler fails at import.
+
+Output goes through :mod:`logging`, configured here: rank 0 prints INFO (``--verbose``: DEBUG,
+``--quiet``: warnings only) to stdout, warnings and errors to stderr; other ranks print errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import logging
+import os
 import sys
-from collections.abc import Callable
 
-NOT_IMPLEMENTED = 3
+from drcl.analysis.cli import cli_analyze
+from drcl.cli.ablate import cli_ablate
+from drcl.cli.demo import cli_demo
+from drcl.cli.evaluate import cli_evaluate
+from drcl.data.cli import cli_check, cli_make_demo, cli_stats
+from drcl.export.cli import cli_export
+from drcl.finetune.cli import cli_finetune
+from drcl.pretrain.cli import cli_pretrain
+from drcl.proposals.cli import cli_proposals
+from drcl.report.cli import cli_report
+
+log = logging.getLogger("drcl")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -34,24 +49,27 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         "--fix-out", help="write a cleaned copy here (drops what cannot be repaired, clips boxes)"
     )
     p.add_argument("--max-print", type=int, default=200, help="problems to print (all are counted)")
-    p.set_defaults(handler="drcl.data.check:cli_check")
+    p.set_defaults(handler=cli_check)
 
     p = dsub.add_parser("stats", help="counts per frequency group and the long-tail curve")
     p.add_argument("ann", help="training annotation json")
     p.add_argument("--out", default=None, help="PNG path for the long-tail curve")
-    p.set_defaults(handler="drcl.data.stats:cli_stats")
+    p.set_defaults(handler=cli_stats)
 
     p = dsub.add_parser("make-demo", help="generate the embedded long-tailed demo dataset")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=["small", "medium"], default="small")
-    p.set_defaults(handler="drcl.data.demo:cli_make_demo")
+    p.set_defaults(handler=cli_make_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drcl", description="Long-tailed detection pre-training with 2DRCL."
     )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parsers(sub)
 
@@ -65,66 +83,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")
     p.add_argument("--out", help="metrics json")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    p.set_defaults(handler="drcl.evaluation.cli:cli_evaluate")
+    p.set_defaults(handler=cli_evaluate)
 
     p = sub.add_parser(
         "proposals", help="boxes to pre-train on: gt, file or class-agnostic detector"
     )
     _add_config_args(p)
     p.add_argument("--out", required=True, help="proposals json")
-    p.set_defaults(handler="drcl.proposals.cli:cli_proposals")
+    p.set_defaults(handler=cli_proposals)
 
     p = sub.add_parser("pretrain", help="2DRCL pre-training")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True)
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
-    p.set_defaults(handler="drcl.engine.pretrain:cli_pretrain")
+    p.set_defaults(handler=cli_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune Faster / Mask R-CNN")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True)
     p.add_argument("--init", help="pre-trained weights (safetensors)")
     p.add_argument("--resume", action="store_true")
-    p.set_defaults(handler="drcl.detection.cli:cli_finetune")
+    p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser("analyze", help="error breakdown, classifier weight norms, attention maps")
     p.add_argument("what", choices=["errors", "weight-norms", "attention"])
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(handler="drcl.analysis.cli:cli_analyze")
+    p.set_defaults(handler=cli_analyze)
 
     p = sub.add_parser("report", help="one folder with tables and plots comparing runs")
     p.add_argument("runs", nargs="+", help="run dirs, optionally NAME=DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
-    p.set_defaults(handler="drcl.report.build:cli_report")
+    p.set_defaults(handler=cli_report)
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
     p.add_argument("checkpoint")
     p.add_argument("--to", choices=["torchvision", "detectron2", "mmdet"], required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(handler="drcl.export.convert:cli_export")
+    p.set_defaults(handler=cli_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset, on CPU")
     p.add_argument("--work-dir", default="work/demo")
-    p.set_defaults(handler="drcl.cli.demo:cli_demo")
+    p.set_defaults(handler=cli_demo)
 
     p = sub.add_parser("ablate", help="the paper's ablation grid (HCL, LCL, DRB, AR, SR)")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True)
-    p.set_defaults(handler="drcl.cli.ablate:cli_ablate")
+    p.set_defaults(handler=cli_ablate)
     return parser
 
 
-def _resolve(handler: str) -> Callable[[argparse.Namespace], int] | None:
-    module_name, func_name = handler.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            return None
-        raise
-    return getattr(module, func_name, None)
+class _StdStream(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` / ``sys.stderr`` is at the time of each record (so
+    output redirected after set-up, e.g. by pytest's capsys, still goes where it should)."""
+
+    def __init__(self, name: str, max_level: int | None = None) -> None:
+        super().__init__()
+        self._name, self._max_level = name, max_level
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return getattr(sys, self._name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always follow sys
+        pass
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._max_level is not None and record.levelno >= self._max_level:
+            return False
+        return super().filter(record)
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Route the ``drcl`` loggers: INFO and DEBUG to stdout, warnings and errors to stderr, as
+    bare messages. Only rank 0 (``RANK`` of torchrun) prints below ERROR.
+
+    Handlers are replaced on each call, so repeated ``main()`` calls (tests) do not stack them.
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger("drcl")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    err = _StdStream("stderr")
+    err.setLevel(logging.WARNING)
+    for handler in (_StdStream("stdout", max_level=logging.WARNING), err):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level if rank == 0 else logging.ERROR)
+    root.propagate = True  # pytest caplog (and any root handler of an embedding app) sees it too
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,17 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    func = _resolve(args.handler)
-    if func is None:
-        print(f"drcl {args.command}: not implemented yet", file=sys.stderr)
-        return NOT_IMPLEMENTED
-    from drcl.config import ConfigError
-
+    setup_logging(args.quiet, args.verbose)
     try:
-        return int(func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, FloatingPointError) as err:
+        return int(args.handler(args) or 0)
+    except (FileNotFoundError, ValueError, FloatingPointError) as err:
         # User-facing errors (bad config, bad data, missing files): one clear line, exit 1.
-        print(f"drcl {args.command}: error: {user_message(err)}", file=sys.stderr)
+        # (ConfigError is a ValueError.)
+        log.error("drcl %s: error: %s", args.command, user_message(err))
         return 1
 
 

@@ -15,7 +15,6 @@ duplicate ids, removes malformed optional fields and fills a missing ``area`` fr
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -507,31 +506,3 @@ def _summary(problems: list[Problem]) -> str:
     kinds = Counter(p.kind for p in problems if p.severity == "error")
     detail = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
     return ", ".join(parts) + (f" (errors by record kind: {detail})" if detail else "")
-
-
-def _print_limited(lines: list, max_print: int) -> None:
-    for line in lines[: max(0, max_print)]:
-        print(line)
-    if len(lines) > max_print:
-        print(f"... {len(lines) - max_print} more not printed (--max-print)")
-
-
-def cli_check(args: argparse.Namespace) -> int:
-    """``drcl data check ANN [--images DIR] [--fix-out OUT] [--max-print N]``.
-
-    Problems are printed errors first, then warnings, then infos. Exit 0 when the input has no
-    errors (warnings and infos allowed), else 1. With ``--fix-out``
-    a cleaned copy is written, its changes printed and the copy checked again; the exit code
-    still describes the input.
-    """
-    max_print = getattr(args, "max_print", 200)
-    problems = check_annotations(args.ann, args.images)
-    rank = {"error": 0, "warning": 1, "info": 2}  # errors first when --max-print truncates
-    _print_limited([str(p) for p in sorted(problems, key=lambda p: rank[p.severity])], max_print)
-    print(f"{args.ann}: {_summary(problems)}")
-    if getattr(args, "fix_out", None):
-        changes = fix_annotations(args.ann, args.fix_out, args.images)
-        _print_limited([f"fix: {c}" for c in changes], max_print)
-        after = check_annotations(args.fix_out, args.images)
-        print(f"wrote {args.fix_out}: {len(changes)} changes; now {_summary(after)}")
-    return 1 if any(p.severity == "error" for p in problems) else 0

@@ -261,3 +261,9 @@ def _masks(anns: list[dict], h: int, w: int) -> torch.Tensor:
             y0, x0 = max(0, int(y)), max(0, int(x))
             masks[k, y0 : int(np.ceil(y + bh)), x0 : int(np.ceil(x + bw))] = 1
     return torch.from_numpy(masks)
+
+
+def skipped_id(images: DetectionDataset, index: int, target: dict) -> int:
+    """The id of the image asked for when ``on_error=skip`` replaced it by another, else -1."""
+    wanted = images.image_ids[index]
+    return -1 if int(target["image_id"]) == wanted else int(wanted)

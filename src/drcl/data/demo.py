@@ -21,9 +21,7 @@ written. Validation has the same number of instances of every class, so APr is m
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -499,27 +497,3 @@ def summarize(train_ann: dict) -> dict[str, dict[str, int]]:
                 "max_images": max(c["image_count"] for c in cats),
             }
     return out
-
-
-def cli_make_demo(args: argparse.Namespace) -> int:
-    """``drcl data make-demo OUT [--seed S] [--size small|medium]``."""
-    from drcl.utils.io import read_json
-
-    start = time.perf_counter()
-    paths = make_demo_dataset(args.out_dir, seed=args.seed, size=args.size)
-    seconds = time.perf_counter() - start
-    train = read_json(paths["train_ann"])
-    val = read_json(paths["val_ann"])
-    print(
-        f"demo dataset ({args.size}, seed {args.seed}) in {seconds:.1f} s: "
-        f"{len(train['images'])} train images / {len(train['annotations'])} instances, "
-        f"{len(val['images'])} val images / {len(val['annotations'])} instances"
-    )
-    for g, s in summarize(train).items():
-        print(
-            f"  {g}: {s['classes']} classes, {s['instances']} train instances, "
-            f"{s['min_images']}-{s['max_images']} train images per class"
-        )
-    for key, path in paths.items():
-        print(f"  {key}: {path}")
-    return 0

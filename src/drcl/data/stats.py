@@ -7,7 +7,6 @@ by frequency group) as a PNG.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +160,3 @@ def write_stats(
     if echo:
         print(f"wrote {out}")
     return text, out
-
-
-def cli_stats(args: argparse.Namespace) -> int:
-    """``drcl data stats ANN [--out PNG]``: print the tables, write the long-tail plot."""
-    write_stats(args.ann, args.out)
-    return 0

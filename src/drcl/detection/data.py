@@ -1,20 +1,14 @@
-"""Fine-tuning data: images + targets with a seeded horizontal flip, RFS or uniform sampling."""
+"""Fine-tuning data: images + targets with a seeded horizontal flip (built by
+``drcl.finetune.runner.build_finetune_data`` with RFS or uniform sampling)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from drcl.config import Config
-from drcl.data.coco import CocoIndex
-from drcl.data.dataset import DetectionDataset, collate
-from drcl.data.pretrain import SamplerEpochData, skipped_id
-from drcl.engine.distributed import DistInfo
-from drcl.engine.trainer import iters_per_epoch
-from drcl.sampling.drb import DRBSample, DynamicRebalancingSampler, repeat_factors_from_image_counts
+from drcl.data.dataset import DetectionDataset, skipped_id
+from drcl.engine.epoch_data import SamplerEpochData
+from drcl.sampling.drb import DRBSample
 
 
 class FlipDataset(torch.utils.data.Dataset):
@@ -65,40 +59,3 @@ class DetectionEpochData(SamplerEpochData):
 
     def logs(self) -> dict[str, float]:
         return {"skipped_images": len(self.skipped_ids)} if self.skipped_ids else {}
-
-
-def build_finetune_data(cfg: Config, info: DistInfo) -> tuple[DetectionEpochData, CocoIndex]:
-    """Training data of ``drcl finetune``: RFS at image level when ``finetune.rfs``."""
-    index = CocoIndex.from_file(cfg.data.train_ann)
-    images_dir = Path(cfg.data.train_images)
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
-    with_masks = cfg.finetune.arch == "mask_rcnn"
-    images = DetectionDataset(
-        None, images_dir, with_masks=with_masks, on_error=cfg.data.on_error, index=index
-    )
-    if cfg.finetune.rfs:
-        labels = index.image_labels()
-        factors = repeat_factors_from_image_counts(
-            (labels.offsets, labels.labels),
-            len(labels),
-            cfg.finetune.rfs_threshold,
-            index.num_classes,
-        ).image
-    else:
-        factors = np.ones(len(images))
-    sampler = DynamicRebalancingSampler(
-        factors,
-        seed=cfg.train.seed,
-        dynamic=False,
-        alpha_start=0.0,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        with_context=True,
-    )
-    per_rank = cfg.train.batch_size // info.world_size
-    ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    data = DetectionEpochData(
-        FlipDataset(images), sampler, per_rank, ipe, cfg.data.num_workers, collate_fn=collate
-    )
-    return data, index

@@ -1,4 +1,4 @@
-"""Detector inference to COCO results json, shard merging, and checkpoint evaluation.
+"""Detector inference to COCO results json, and merging of per-rank shards.
 
 Each rank runs over its shard of the dataset (images ``rank::world_size``) and writes its own
 json; :func:`merge_detections` joins the shards on disk. Records are COCO results:
@@ -26,7 +26,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "detections_to_records",
-    "evaluate_checkpoint",
     "load_detector_weights",
     "merge_detections",
     "rank_file",
@@ -166,64 +165,3 @@ def load_detector_weights(model: nn.Module, checkpoint: str | os.PathLike) -> Lo
     hint = "the detector built from the config: number of classes? model.* sizes?"
     state = read_state_dict(checkpoint)
     return load_into(model, state, strict=True, source=str(checkpoint), hint=hint)
-
-
-def _check_iou_types(cfg, iou_types) -> None:
-    if "segm" in iou_types and cfg.finetune.arch != "mask_rcnn":
-        raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
-
-
-def evaluate_detector(
-    cfg, model: nn.Module, out_dir: str | os.PathLike, iou_types: tuple[str, ...] | list[str]
-) -> dict[str, Any]:
-    """Run ``model`` on ``data.val_ann`` and evaluate with the LVIS rules.
-
-    Each rank writes its shard (``detections_bbox.rank{r}.json``), rank 0 merges them on disk
-    into ``out_dir/detections_bbox.json`` (boxes, and masks for Mask R-CNN) and writes
-    ``metrics_{iou_type}.json``; frequency groups come from ``data.train_ann``.
-
-    Returns:
-        ``{iou_type: metrics}`` on rank 0; ``{}`` on other ranks.
-    """
-    from drcl.data.dataset import DetectionDataset
-    from drcl.engine.distributed import barrier, get_info, resolve_device
-    from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
-
-    _check_iou_types(cfg, iou_types)
-    dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
-    info, device = get_info(), resolve_device(cfg.train.device)
-    rank, world = info.rank, info.world_size
-    final = Path(out_dir) / "detections_bbox.json"
-    shards = [rank_file(final, r, world) for r in range(world)]
-    batch = cfg.finetune.eval_batch_size
-    run_inference(model, dataset, batch, device, shards[rank], rank, world, cfg.data.num_workers)
-    barrier()
-    if rank != 0:
-        return {}
-    if world > 1:
-        merge_detections(shards, final)
-        for shard in shards:
-            shard.unlink()
-    results = {}
-    for t in iou_types:
-        results[t] = evaluate_detections(cfg.data.val_ann, str(final), t, cfg.data.train_ann)
-        atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
-    return results
-
-
-def evaluate_checkpoint(
-    cfg,
-    checkpoint: str | os.PathLike,
-    work_dir: str | os.PathLike,
-    iou_types: tuple[str, ...] | list[str] = ("bbox",),
-) -> dict[str, Any]:
-    """Build the detector of ``cfg``, load ``checkpoint`` and :func:`evaluate_detector` it
-    into ``work_dir``."""
-    from drcl.detection.model import build_detector
-
-    _check_iou_types(cfg, iou_types)
-    num_classes = len(read_json(cfg.data.val_ann)["categories"])
-    # Test scores never use class frequencies; ones let federated / ECM models be built.
-    model = build_detector(cfg, num_classes, class_freqs=torch.ones(num_classes))
-    load_detector_weights(model, checkpoint)
-    return evaluate_detector(cfg, model, work_dir, iou_types)

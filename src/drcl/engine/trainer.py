@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
+from drcl.config.schema import TrainConfig
 from drcl.engine import checkpoint as ckpt
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.logging import MetricLogger
@@ -33,24 +34,32 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class EpochData(Protocol):
-    """What the engine needs from the data side."""
+    """What the engine needs from the data side.
+
+    The data object owns its position in the stream: ``state_dict`` says where it stands,
+    ``load_state_dict`` puts it back, and the next ``batches`` call continues from there. The
+    trainer checkpoints that state and never tells the data what to skip.
+    """
 
     iters_per_epoch: int
 
-    def batches(self, epoch: int, progress: float, skip: int) -> Iterator[Any]:
-        """Batches of sampler epoch ``epoch`` on this rank, after the first ``skip``."""
+    def batches(self, epoch: int, progress: float) -> Iterator[Any]:
+        """Batches of sampler epoch ``epoch`` on this rank (from a restored position if any)."""
 
     def to_device(self, batch: Any, device: torch.device) -> Any: ...
 
     def logs(self) -> dict[str, float]:
         """Extra scalars to log (e.g. the DRB ``alpha``)."""
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 @dataclass
 class Progress:
     iteration: int = 0
     epoch: int = 0
-    batches_in_epoch: int = 0
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -67,13 +76,13 @@ class Trainer:
     Args:
         model: module to train (may be DDP-wrapped); ``forward(batch) -> dict`` of losses.
         optimizer, scheduler: built by the caller (scheduler steps once per optimizer step).
-        data: an :class:`EpochData`.
-        train_cfg: ``drcl.config.schema.TrainConfig``.
+        data: an :class:`EpochData`; its state is checkpointed under ``extra/data``.
+        train_cfg: the ``train`` section of the config.
         work_dir: where checkpoints and logs go.
         max_iters: optimizer steps to run.
         after_step: called as ``after_step(iteration, progress)`` after each optimizer step
             (e.g. the EMA target update).
-        extra_state: objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
+        extra_state: more objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
         state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
             (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
             checkpoint has torchvision's own keys.
@@ -85,7 +94,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         data: EpochData,
-        train_cfg: Any,
+        train_cfg: TrainConfig,
         work_dir: str | Path,
         max_iters: int,
         device: torch.device,
@@ -99,10 +108,11 @@ class Trainer:
         self.work_dir = ensure_writable_dir(work_dir)
         self.max_iters, self.device, self.dist = max_iters, device, dist
         self.after_step = after_step
-        self.extra_state = extra_state or {}
+        self.extra_state = {"data": data, **(extra_state or {})}
         self.state_module = state_module
         self.progress = Progress()
         self.skipped_steps = 0
+        self.resumed = False
         use_fp16 = train_cfg.amp == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
 
@@ -119,7 +129,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "progress": {"iteration": p.iteration, "epoch": p.epoch, "batches": p.batches_in_epoch},
+            "progress": {"iteration": p.iteration, "epoch": p.epoch},
             "skipped_steps": self.skipped_steps,
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
             "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
@@ -131,7 +141,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         p = state["progress"]
-        self.progress = Progress(p["iteration"], p["epoch"], p["batches"])
+        self.progress = Progress(p["iteration"], p["epoch"])
         self.skipped_steps = state.get("skipped_steps", 0)
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate((3, tuple(state["rng"]["python"]), None))
@@ -144,6 +154,7 @@ class Trainer:
         if path is None:
             return False
         self.load_state_dict(ckpt.load_state(path, map_location=self.device))
+        self.resumed = True
         _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
         if self.dist.is_main:
             print(f"resumed from {path} at iteration {self.progress.iteration}")
@@ -157,19 +168,20 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------
     def _batch_stream(self) -> Iterator[Any]:
-        """Endless batches; tracks the sampler epoch and the position inside it."""
+        """Endless batches; counts sampler epochs (the data knows its place inside one)."""
         p = self.progress
+        # a restored epoch may have been used up already; a fresh one must give a batch
+        fresh = not self.resumed
         while True:
             produced = False
             frac = p.iteration / max(self.max_iters, 1)
-            for batch in self.data.batches(p.epoch, frac, p.batches_in_epoch):
+            for batch in self.data.batches(p.epoch, frac):
                 produced = True
-                p.batches_in_epoch += 1
                 yield batch
-            if not produced and p.batches_in_epoch == 0:
+            if not produced and fresh:
                 raise RuntimeError("the training data produced no batch (empty dataset?)")
             p.epoch += 1
-            p.batches_in_epoch = 0
+            fresh = True
 
     def _autocast(self):
         if self.cfg.amp == "none" or self.device.type != "cuda":

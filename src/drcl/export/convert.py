@@ -26,7 +26,6 @@ mmdetection (``nn.BatchNorm2d`` there too). Basic blocks (R18/34) have conv1-2/b
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Callable
@@ -39,7 +38,6 @@ from torch import Tensor
 __all__ = [
     "TARGETS",
     "ConversionResult",
-    "cli_export",
     "export_state",
     "import_state",
     "save_exported",
@@ -282,20 +280,3 @@ def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike)
     from safetensors.torch import save_file
 
     return atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"layout": target}))
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``drcl export CHECKPOINT --to {torchvision,detectron2,mmdet} --out FILE``."""
-    state = _read_state(args.checkpoint)
-    result = export_state(state, args.to)
-    if not result.state:
-        raise ValueError(f"{args.checkpoint}: no key could be mapped to {args.to}")
-    save_exported(result.state, args.to, args.out)
-    print(f"exported {len(result.state)} tensors ({args.to} layout) to {args.out}")
-    if result.dropped:
-        print(f"dropped {len(result.dropped)} num_batches_tracked buffers (not used by {args.to})")
-    if result.unmapped:
-        shown = ", ".join(result.unmapped[:20])
-        more = f" ... (+{len(result.unmapped) - 20})" if len(result.unmapped) > 20 else ""
-        print(f"not exported ({len(result.unmapped)} keys without a {args.to} rule): {shown}{more}")
-    return 0

@@ -137,24 +137,6 @@ class DRCLModel(nn.Module):
         self.ar_roi_pool = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=2)
         self._init_queue()
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> DRCLModel:
-        """Build from the typed :class:`~drcl.config.schema.Config` (``model``, ``pretrain``)."""
-        m, p = cfg.model, cfg.pretrain
-        return cls(
-            depth=m.depth,
-            fpn_channels=m.fpn_channels,
-            box_head_dim=m.box_head_dim,
-            norm=m.norm,
-            trainable_layers=m.trainable_layers,
-            weights=m.weights,
-            hcl=p.hcl,
-            lcl=p.lcl,
-            ar=p.ar,
-            sr=p.sr,
-            ema=p.ema,
-        )
-
     # ----------------------------------------------------------------------------- construction
     def enabled(self, term: str) -> bool:
         """A term is on when its weight is non-zero (the paper's ablation switches)."""

@@ -8,17 +8,13 @@ Each kept proposal takes the class of the ground-truth box it overlaps with IoU 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from drcl.config import Config
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset, collate
 from drcl.proposals.core import label_by_overlap
-from drcl.utils.io import atomic_write_json
 
 
 def class_agnostic_json(index: CocoIndex) -> dict[str, Any]:
@@ -37,30 +33,29 @@ def class_agnostic_json(index: CocoIndex) -> dict[str, Any]:
     return data
 
 
-def detector_config(cfg: Config, agnostic_ann: Path) -> Config:
-    p = cfg.pretrain.proposals
-    det = OmegaConf.merge(cfg, {})
-    det.data.train_ann = str(agnostic_ann)
-    det.train.max_iters = p.detector_iters
-    det.train.checkpoint_every = p.detector_iters
-    det.finetune.arch, det.finetune.loss, det.finetune.rfs = "faster_rcnn", "ce", False
-    det.finetune.score_thresh, det.finetune.nms_thresh = p.score_thresh, p.nms
-    det.finetune.detections_per_img = p.top_n
-    return det
-
-
 @torch.no_grad()
 def detect_proposals(
-    detector: torch.nn.Module, index: CocoIndex, image_dir: str, device: torch.device, cfg: Config
+    detector: torch.nn.Module,
+    index: CocoIndex,
+    image_dir: str,
+    device: torch.device,
+    *,
+    batch_size: int,
+    min_size: float,
+    label_iou: float,
+    on_error: str = "raise",
 ) -> list[dict[str, Any]]:
-    """Run ``detector`` over every training image; returns COCO-results proposal records."""
-    dataset = DetectionDataset(None, image_dir, on_error=cfg.data.on_error, index=index)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.finetune.eval_batch_size, collate_fn=collate
-    )
+    """Run ``detector`` over every training image; returns COCO-results proposal records.
+
+    Args:
+        min_size: boxes narrower or lower than this (pixels) are dropped.
+        label_iou: a box takes the class of a ground-truth box it overlaps this much.
+        on_error: ``data.on_error`` for unreadable images.
+    """
+    dataset = DetectionDataset(None, image_dir, on_error=on_error, index=index)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     detector.eval()
     records: list[dict[str, Any]] = []
-    min_size = cfg.pretrain.proposals.min_size
     for images, targets in loader:
         outputs = detector([im.to(device) for im in images])
         for out, tgt in zip(outputs, targets):
@@ -71,7 +66,7 @@ def detect_proposals(
             gt_cats = torch.as_tensor(
                 [index.label_to_cat_id[int(lb)] for lb in tgt["labels"]], dtype=torch.int64
             )
-            cats = label_by_overlap(boxes, tgt["boxes"], gt_cats, cfg.pretrain.proposals.label_iou)
+            cats = label_by_overlap(boxes, tgt["boxes"], gt_cats, label_iou)
             for box, score, cat in zip(boxes.tolist(), scores.tolist(), cats.tolist()):
                 x0, y0, x1, y1 = box
                 records.append(
@@ -83,15 +78,3 @@ def detect_proposals(
                     }
                 )
     return records
-
-
-def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
-    """Train the class-agnostic detector (in ``OUT.detector/``) and write the proposals."""
-    from drcl.detection.cli import train_detector
-
-    index = CocoIndex.from_file(cfg.data.train_ann)
-    work_dir = out.parent / f"{out.stem}.detector"
-    agnostic = atomic_write_json(work_dir / "train_class_agnostic.json", class_agnostic_json(index))
-    det_cfg = detector_config(cfg, agnostic)
-    detector, device, _ = train_detector(det_cfg, work_dir, resume=True)
-    return detect_proposals(detector, index, cfg.data.train_images, device, det_cfg)

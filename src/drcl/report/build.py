@@ -9,7 +9,6 @@ renamed onto ``--out`` only when complete, so a failure never leaves a half-writ
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -35,7 +34,7 @@ from drcl.report.figures import (
     long_tail_section,
     weight_norm_section,
 )
-from drcl.report.runs import RunInfo, check_run_dir, load_run, parse_run_spec
+from drcl.report.runs import RunInfo, check_run_dir, load_run
 from drcl.report.tables import metrics_table, rarest_table
 
 MARKER = "report.json"  # identifies a folder that a previous `drcl report` wrote
@@ -231,17 +230,3 @@ def runs_overview(runs: list[RunInfo], gt: Path | None, train_ann: Path | None) 
     for r in runs:
         blocks += [Note(f"{r.name}: {what}: {why}") for what, why in r.problems.items()]
     return blocks
-
-
-def cli_report(args: argparse.Namespace) -> int:
-    """``drcl report [NAME=]RUN_DIR... --out DIR [--gt JSON] [--train-ann JSON]``."""
-    runs: dict[str, Path] = {}
-    for spec in args.runs:
-        name, path = parse_run_spec(spec)
-        if name in runs:
-            raise ValueError(f"run name '{name}' given twice; rename one with NAME=DIR")
-        runs[name] = path
-    gt, train_ann = getattr(args, "gt", None), getattr(args, "train_ann", None)
-    out = build_report(runs, args.out, gt=gt, train_ann=train_ann)
-    print(f"report written to {out / 'index.html'} and {out / 'README.md'}")
-    return 0

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from drcl.config.schema import DRBConfig
+
 ALPHA_SCHEDULES = ("linear", "cosine", "step", "none")
 
 
@@ -291,7 +293,7 @@ class DynamicRebalancingSampler(Sampler):
 
     @classmethod
     def from_config(
-        cls, factors: RepeatFactors, cfg: Any, seed: int = 0, **kwargs: Any
+        cls, factors: RepeatFactors, cfg: DRBConfig, seed: int = 0, **kwargs: Any
     ) -> DynamicRebalancingSampler:
         """Build from :class:`RepeatFactors` and a ``pretrain.drb`` config (``DRBConfig``).
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as F
+
+from drcl.config.schema import ViewConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,7 +157,7 @@ def color_jitter(
     return img
 
 
-def _check_config(cfg: Any) -> None:
+def _check_config(cfg: ViewConfig) -> None:
     """Raise ValueError naming the ``pretrain.views`` key that is out of range."""
 
     def bad(key: str, why: str) -> ValueError:
@@ -184,12 +185,12 @@ class TwoViewTransform:
     """Two MoCo v2 / BYOL views of an image and its boxes (config ``pretrain.views``).
 
     Args:
-        cfg: a ``ViewConfig`` (or any object with its fields).
+        cfg: the ``pretrain.views`` section (or any object with its fields).
         max_crop_tries: pairs of crops drawn until at least one box is kept in both views; the
             last pair is used if none qualifies (the image then has no valid box for LCL).
     """
 
-    def __init__(self, cfg: Any, max_crop_tries: int = 10) -> None:
+    def __init__(self, cfg: ViewConfig, max_crop_tries: int = 10) -> None:
         _check_config(cfg)
         self.cfg = cfg
         self.max_crop_tries = max(1, int(max_crop_tries))

@@ -7,15 +7,12 @@ whatever the number of DataLoader workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 import torch
 
-from drcl.data.dataset import DetectionDataset
+from drcl.data.dataset import DetectionDataset, skipped_id
 from drcl.proposals.core import Proposals
-from drcl.sampling.drb import DRBSample, DynamicRebalancingSampler, select_boxes
+from drcl.sampling.drb import DRBSample, select_boxes
 from drcl.transforms.masking import apply_patch_mask, random_patch_mask
 from drcl.transforms.views import TwoViewTransform
 
@@ -75,12 +72,6 @@ class PretrainDataset(torch.utils.data.Dataset):
         }
 
 
-def skipped_id(images: DetectionDataset, index: int, target: dict) -> int:
-    """The id of the image asked for when ``on_error=skip`` replaced it by another, else -1."""
-    wanted = images.image_ids[index]
-    return -1 if int(target["image_id"]) == wanted else int(wanted)
-
-
 def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:
     """Pad the first dimension to ``k`` with zeros (False for bool)."""
     shape = (k,) if width is None else (k, width)
@@ -91,78 +82,3 @@ def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:
 
 def collate_views(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
-
-
-class SamplerEpochData:
-    """Feeds the :class:`~drcl.engine.trainer.Trainer` from a DRB sampler, one epoch at a time.
-
-    Counts the batches handed to the loop, so its ``state_dict`` says exactly where the stream
-    stands even though DataLoader workers prefetch ahead.
-    """
-
-    def __init__(
-        self,
-        dataset: torch.utils.data.Dataset,
-        sampler: DynamicRebalancingSampler,
-        batch_per_rank: int,
-        iters_per_epoch: int,
-        num_workers: int = 0,
-        collate_fn: Any = collate_views,
-    ):
-        self.dataset, self.sampler = dataset, sampler
-        self.batch, self.iters_per_epoch = batch_per_rank, iters_per_epoch
-        self.num_workers, self.collate_fn = num_workers, collate_fn
-        self._consumed = 0
-        self._restored = False
-        self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
-
-    def batches(self, epoch: int, progress: float, skip: int) -> Iterator[Any]:
-        if not (self._restored and self.sampler.epoch == epoch):
-            self.sampler.set_progress(progress)
-            self.sampler.set_epoch(epoch)
-            self._consumed = 0
-        self._restored = False
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.batch,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            drop_last=True,
-        )
-        for batch in loader:
-            self._consumed += 1
-            yield self._note_skips(batch)
-
-    def _note_skips(self, batch: Any) -> Any:
-        ids = batch.pop("skipped_id")
-        self.skipped_ids.update(int(i) for i in ids.tolist() if i >= 0)
-        return batch
-
-    def to_device(self, batch: Any, device: torch.device) -> Any:
-        if isinstance(batch, dict):
-            return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        return batch
-
-    def logs(self) -> dict[str, float]:
-        out = {"alpha": float(self.sampler.alpha)}
-        if self.skipped_ids:
-            out["skipped_images"] = len(self.skipped_ids)
-        return out
-
-    def skip_report(self, index: Any) -> str | None:
-        """One line per broken image skipped during training (``data.on_error=skip``)."""
-        if not self.skipped_ids:
-            return None
-        lines = [f"skipped {len(self.skipped_ids)} unreadable image(s) (data.on_error=skip):"]
-        for iid in sorted(self.skipped_ids):
-            lines.append(f"  image {iid}: {index.images[iid].get('file_name')}")
-        return "\n".join(lines)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict(consumed=self._consumed * self.batch)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
-        self._consumed = int(state["consumed"]) // self.batch
-        self._restored = True

@@ -1,5 +1,6 @@
-"""What every training command does around the loop: device and process group, work dir,
-resolved config, seeds, DDP wrapping, optimizer + schedule + :class:`Trainer`."""
+"""What every training run does around the loop: device and process group, work dir, seeds,
+DDP wrapping, optimizer + schedule + :class:`Trainer`. Takes the ``train`` section only; the
+stage runners (``drcl.pretrain.runner``, ``drcl.finetune.runner``) read the root config."""
 
 from __future__ import annotations
 
@@ -8,37 +9,35 @@ from pathlib import Path
 
 import torch
 
-from drcl.config import Config, save_config
+from drcl.config.schema import TrainConfig
 from drcl.engine import distributed as dist
 from drcl.engine.schedule import build_optimizer, build_scheduler
 from drcl.engine.trainer import EpochData, Trainer, seed_everything
 from drcl.utils.io import ensure_writable_dir
 
 
-def start_run(cfg: Config, work_dir: str | Path) -> tuple[torch.device, dist.DistInfo, Path]:
+def start_run(train: TrainConfig, work_dir: str | Path) -> tuple[torch.device, dist.DistInfo, Path]:
     """Resolve the device, join the process group (torchrun), check the work dir is writable
-    and save the resolved config there — all before any data or model is built."""
-    device = dist.resolve_device(cfg.train.device)
+    and seed — before any data or model is built."""
+    device = dist.resolve_device(train.device)
     info = dist.init_from_env(device)
     work_dir = ensure_writable_dir(work_dir)
-    if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    seed_everything(train.seed, train.deterministic)
     return device, info, work_dir
 
 
-def wrap_ddp(model: torch.nn.Module, device: torch.device, cfg: Config) -> torch.nn.Module:
-    """DDP (and SyncBN on CUDA when ``model.norm=sync_bn``) when a process group is up."""
+def wrap_ddp(model: torch.nn.Module, device: torch.device, sync_bn: bool) -> torch.nn.Module:
+    """DDP (and SyncBN on CUDA when ``sync_bn``) when a process group is up."""
     if not dist.is_initialized():
         return model
-    if cfg.model.norm == "sync_bn" and device.type == "cuda":
+    if sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def make_trainer(
-    cfg: Config,
+    train: TrainConfig,
     model: torch.nn.Module,
     data: EpochData,
     work_dir: Path,
@@ -46,25 +45,25 @@ def make_trainer(
     info: dist.DistInfo,
     lr: float,
     weight_decay: float,
+    sync_bn: bool = False,
     after_step: Callable[[int, float], None] | None = None,
     state_module: torch.nn.Module | None = None,
 ) -> Trainer:
     """SGD/AdamW over the trainable parameters of ``model``, warmup + step/cosine schedule over
     ``train.max_iters`` (or ``train.epochs`` epochs of ``data``), and the engine."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer([{"params": params}], cfg.train, lr, weight_decay)
-    max_iters = cfg.train.max_iters or cfg.train.epochs * data.iters_per_epoch
+    optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
+    max_iters = train.max_iters or train.epochs * data.iters_per_epoch
     return Trainer(
-        wrap_ddp(model, device, cfg),
+        wrap_ddp(model, device, sync_bn),
         optimizer,
-        build_scheduler(optimizer, max_iters, cfg.train),
+        build_scheduler(optimizer, max_iters, train),
         data,
-        cfg.train,
+        train,
         work_dir,
         max_iters,
         device,
         info,
         after_step=after_step,
-        extra_state={"data": data},
         state_module=state_module,
     )

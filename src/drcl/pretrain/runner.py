@@ -1,26 +1,36 @@
-"""``drcl pretrain``: build data, sampler, model and engine from a config, train, export weights."""
+"""The pre-training runner: the one place that reads the root config for ``drcl pretrain``.
+
+It builds data, sampler, transforms, model and engine from their config sections, trains and
+exports the backbone + FPN + box head weights.
+"""
 
 from __future__ import annotations
 
-import argparse
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors.torch import save_file
 
-from drcl.config import Config, load_config, to_dict
+from drcl.config import Config, save_config, to_dict
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
-from drcl.data.pretrain import PretrainDataset, SamplerEpochData
 from drcl.engine import distributed as dist
-from drcl.engine.runner import make_trainer, start_run
+from drcl.engine.epoch_data import SamplerEpochData
 from drcl.engine.schedule import scaled_lr
+from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
+from drcl.pretrain.dataset import PretrainDataset, collate_views
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
 from drcl.transforms.views import TwoViewTransform
 from drcl.utils.io import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:
+    from drcl.models.drcl import DRCLModel
+
+log = logging.getLogger(__name__)
 
 
 def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposals:
@@ -75,18 +85,18 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
         cfg.pretrain.sr.ratio,
     )
     ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    return SamplerEpochData(dataset, sampler, per_rank, ipe, cfg.data.num_workers)
+    return SamplerEpochData(dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers)
 
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
-    from drcl.models.drcl import DRCLModel
-
-    device, info, work_dir = start_run(cfg, work_dir)
+    device, info, work_dir = start_run(cfg.train, work_dir)
+    if info.is_main:
+        save_config(cfg, work_dir / "config.yaml")
     data = build_pretrain_data(cfg, work_dir, info)
-    model = DRCLModel.from_config(cfg).to(device)
+    model = build_drcl_model(cfg).to(device)
     trainer = make_trainer(
-        cfg,
+        cfg.train,
         model,
         data,
         work_dir,
@@ -94,14 +104,15 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
         info,
         scaled_lr(cfg.train),
         cfg.train.weight_decay,
+        sync_bn=cfg.model.norm == "sync_bn",
         after_step=lambda it, p: model.update_target(p),
     )
     if resume:
         trainer.resume()
     trainer.fit()
     report = data.skip_report(data.dataset.images.index)
-    if report and info.is_main:
-        print(report)
+    if report:
+        log.warning(report)
     out = work_dir / "pretrained.safetensors"
     if info.is_main:
         export_pretrained(model, cfg, out, trainer.progress.iteration)
@@ -109,7 +120,27 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
     return out
 
 
-def export_pretrained(model: Any, cfg: Config, out: Path, iteration: int) -> None:
+def build_drcl_model(cfg: Config) -> DRCLModel:
+    """The 2DRCL model of ``model.*`` and ``pretrain.*``."""
+    from drcl.models.drcl import DRCLModel
+
+    m, p = cfg.model, cfg.pretrain
+    return DRCLModel(
+        depth=m.depth,
+        fpn_channels=m.fpn_channels,
+        box_head_dim=m.box_head_dim,
+        norm=m.norm,
+        trainable_layers=m.trainable_layers,
+        weights=m.weights,
+        hcl=p.hcl,
+        lcl=p.lcl,
+        ar=p.ar,
+        sr=p.sr,
+        ema=p.ema,
+    )
+
+
+def export_pretrained(model: DRCLModel, cfg: Config, out: Path, iteration: int) -> None:
     """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it."""
     state = {
         k: v.detach().cpu().contiguous()
@@ -122,11 +153,3 @@ def export_pretrained(model: Any, cfg: Config, out: Path, iteration: int) -> Non
         {"keys": sorted(state), "iteration": iteration, "config": to_dict(cfg)},
         indent=1,
     )
-
-
-def cli_pretrain(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    out = run_pretrain(cfg, args.work_dir, resume=args.resume)
-    if dist.get_info().is_main:
-        print(f"pre-trained weights: {out}")
-    return 0

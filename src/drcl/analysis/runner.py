@@ -1,0 +1,198 @@
+"""The analysis runners: error breakdown, classifier weight norms, Grad-CAM attention maps.
+
+``drcl analyze`` (``drcl.analysis.cli``) parses arguments and calls these; ``drcl demo`` calls
+:func:`run_attention` directly. A fine-tuning run dir stands for its
+``eval/detections_bbox.json`` (errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from drcl.utils.io import atomic_write, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from drcl.config import Config
+
+log = logging.getLogger(__name__)
+
+RUN_DIR_DETECTIONS = Path("eval") / "detections_bbox.json"
+
+
+def _detections_path(path: str) -> str:
+    p = Path(path)
+    return str(p / RUN_DIR_DETECTIONS) if p.is_dir() else path
+
+
+def run_errors(
+    gt: str,
+    runs: dict[str, str],
+    out: str | Path,
+    train_ann: str | None = None,
+    t_f: float = 0.5,
+    t_b: float = 0.1,
+    max_dets: int = 300,
+    min_score: float = 0.0,
+) -> dict[str, Any]:
+    """Error breakdown per frequency group of each named detections file (or fine-tuning run
+    dir) into ``out/errors.json`` and ``errors.png``; returns the results per run."""
+    from drcl.analysis.errors import error_breakdown, format_error_table, plot_error_breakdown
+
+    results = {}
+    for name, path in runs.items():
+        results[name] = error_breakdown(
+            gt, _detections_path(path), train_ann, t_f, t_b, max_dets, min_score
+        )
+    out = Path(out)
+    meta = {"gt": gt, "dets": runs, "train_ann": train_ann}
+    atomic_write_json(out / "errors.json", {"inputs": meta, "runs": results}, indent=2)
+    plot_error_breakdown(results, out / "errors.png")
+    log.info("%s", format_error_table(results))
+    log.info("wrote %s and %s", out / "errors.json", out / "errors.png")
+    return results
+
+
+def training_classes(train_ann: str) -> list[dict[str, Any]]:
+    """Per class in label order 1..C: id, name, training instances and frequency group."""
+    from drcl.analysis.errors import category_groups
+
+    train = read_json(train_ann)
+    if not isinstance(train, dict) or not isinstance(train.get("categories"), list):
+        raise ValueError(f"{train_ann}: top-level 'categories' missing or not a list")
+    cats = sorted(train["categories"], key=lambda c: int(c["id"]))
+    groups = category_groups(cats, train)
+    ids = [int(c["id"]) for c in cats]
+    counts = np.zeros(len(ids), np.int64)
+    index = {cid: i for i, cid in enumerate(ids)}
+    for k, ann in enumerate(train.get("annotations", [])):
+        cid = ann.get("category_id") if isinstance(ann, dict) else None
+        if cid not in index:
+            raise ValueError(
+                f"{train_ann}: annotation {k}: unknown or missing 'category_id' {cid!r}"
+            )
+        counts[index[cid]] += 1
+    return [
+        {"id": cid, "name": c.get("name", str(cid)), "instances": int(n), "group": groups[cid]}
+        for cid, c, n in zip(ids, cats, counts)
+    ]
+
+
+def run_weight_norms(runs: dict[str, str], train_ann: str, out: str | Path) -> dict[str, Any]:
+    """Classifier weight norm per class of each named checkpoint into
+    ``out/weight_norms.json`` and ``.png``; returns the summary per run."""
+    from drcl.analysis.weight_norms import classifier_weight_norms, group_means, plot_weight_norms
+
+    classes = training_classes(train_ann)
+    groups = [c["group"] for c in classes]
+    norms = {name: classifier_weight_norms(path, len(classes)) for name, path in runs.items()}
+    out = Path(out)
+    summary = {
+        name: {"group_means": group_means(n, groups), "norms": n.tolist()}
+        for name, n in norms.items()
+    }
+    payload = {"inputs": {"ckpt": runs, "train_ann": train_ann}, "classes": classes}
+    atomic_write_json(out / "weight_norms.json", payload | {"runs": summary}, indent=2)
+    counts = np.array([c["instances"] for c in classes])
+    plot_weight_norms(norms, counts, groups, out / "weight_norms.png")
+    lines = [f"{'run':<20} {'rare':>8} {'common':>8} {'frequent':>8}   (mean ||w_c||)"]
+    for name, s in summary.items():
+        means = " ".join(f"{s['group_means'].get(g, float('nan')):8.3f}" for g in "rcf")
+        lines.append(f"{name[:20]:<20} {means}")
+    log.info("%s", "\n".join(lines))
+    log.info("wrote %s and %s", out / "weight_norms.json", out / "weight_norms.png")
+    return summary
+
+
+def _target_category(anns: list[dict], image_id: int, forced: int | None, source: str) -> int:
+    """``forced``, else the category of the image's largest non-crowd object."""
+    if forced is not None:
+        return forced
+    objects = [a for a in anns if not a.get("iscrowd", 0)]
+    if not objects:
+        raise ValueError(f"{source}: image {image_id} has no objects; pass --category-id")
+    return int(max(objects, key=lambda a: a["bbox"][2] * a["bbox"][3])["category_id"])
+
+
+def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced: int | None):
+    """Images (3, H, W) in [0, 1] and their target labels 1..C; plus the number of classes."""
+    from drcl.data.dataset import read_image_rgb
+
+    data = read_json(ann_path)
+    cat_ids = sorted(int(c["id"]) for c in data["categories"])
+    images = {int(img["id"]): img for img in data["images"]}
+    anns: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        anns.setdefault(int(a["image_id"]), []).append(a)
+    tensors, labels = [], []
+    for iid in ids:
+        if iid not in images:
+            raise ValueError(f"{ann_path}: no image with id {iid}")
+        cid = _target_category(anns.get(iid, []), iid, forced, ann_path)
+        if cid not in cat_ids:
+            raise ValueError(f"{ann_path}: category id {cid} is not one of its categories")
+        tensors.append(read_image_rgb(Path(image_dir) / images[iid]["file_name"]))
+        labels.append(cat_ids.index(cid) + 1)
+    return tensors, labels, len(cat_ids)
+
+
+def _load_detector(cfg: Config, num_classes: int, ckpt: str, device: str) -> torch.nn.Module:
+    from drcl.analysis.weight_norms import weights_file
+    from drcl.detection.inference import load_detector_weights
+    from drcl.detection.model import build_detector
+
+    model = build_detector(cfg, num_classes)
+    load_detector_weights(model, weights_file(ckpt))  # strict: names the mismatched keys
+    return model.to(device).eval()
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy would append ".npz" to a str path
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def run_attention(
+    cfg: Config,
+    runs: dict[str, str],
+    image_ids: list[int],
+    out: str | Path,
+    *,
+    ann: str | None = None,
+    image_dir: str | None = None,
+    category_id: int | None = None,
+    layer: str = "backbone.fpn",
+    device: str = "cpu",
+    config_name: str | None = None,
+) -> Path:
+    """Grad-CAM maps of each named detector checkpoint on ``image_ids`` of ``ann`` (default
+    ``data.val_ann``) into ``out/attention.png/.npz/.json``; returns the png path."""
+    import torch
+
+    from drcl.analysis.attention import gradcam, plot_attention
+
+    ann, image_dir = ann or cfg.data.val_ann, image_dir or cfg.data.val_images
+    images, labels, num_classes = load_attention_inputs(ann, image_dir, image_ids, category_id)
+    maps: dict[str, list[np.ndarray]] = {}
+    for name, path in runs.items():
+        model = _load_detector(cfg, num_classes, path, device)
+        maps[name] = [gradcam(model, im, lab, layer) for im, lab in zip(images, labels)]
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    out = Path(out)
+    rows = [f"image {i} / label {lab}" for i, lab in zip(image_ids, labels)]
+    plot_attention(images, maps, out / "attention.png", row_labels=rows)
+    arrays = {f"{name}/{iid}": m for name, ms in maps.items() for iid, m in zip(image_ids, ms)}
+    _save_npz(out / "attention.npz", arrays)
+    meta = {"config": config_name, "ckpt": runs, "images": image_ids, "labels": labels}
+    atomic_write_json(out / "attention.json", meta | {"layer": layer}, indent=2)
+    log.info("wrote %s (%d images x %d checkpoints)", out / "attention.png", len(images), len(runs))
+    return out / "attention.png"

@@ -1,0 +1,66 @@
+"""``drcl evaluate``: LVIS-style metrics of a detections file, or of a checkpoint (via inference).
+
+drcl evaluate --gt val.json --dets dets.json [--iou-type segm] [--train-ann train.json]
+              [--out metrics.json]
+drcl evaluate --config cfg.yaml --checkpoint model.safetensors [--work-dir DIR] [k=v ...]
+
+A checkpoint needs the detector (``drcl.finetune.runner``) and the metrics
+(``drcl.evaluation``), so this handler lives in ``cli/``, above both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+USAGE_ERROR = 2
+
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Inference on ``data.val_ann``, then the metrics; written to ``--out`` (default
+    ``WORK_DIR/metrics.json``)."""
+    from drcl.config import load_config
+    from drcl.evaluation.format import format_metrics
+    from drcl.evaluation.lvis_eval import json_safe
+    from drcl.finetune.runner import evaluate_checkpoint, iou_types_of
+    from drcl.utils.io import atomic_write_json
+
+    cfg = load_config(args.config, args.overrides)
+    work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent / "eval")
+    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg))
+    if not result:  # ranks other than 0 return {}
+        return 0
+    for metrics in result.values():
+        log.info("%s", format_metrics(metrics))
+    out = args.out or str(Path(work_dir) / "metrics.json")
+    atomic_write_json(out, json_safe(result), indent=2)
+    log.info("metrics written to %s", out)
+    return 0
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``drcl evaluate``; returns the exit code (2: wrong arguments)."""
+    if args.config or args.checkpoint:
+        if not (args.config and args.checkpoint):
+            log.error("drcl evaluate: --config and --checkpoint go together")
+            return USAGE_ERROR
+        return _evaluate_checkpoint(args)
+    if not (args.gt and args.dets):
+        log.error("drcl evaluate: give --gt and --dets (or --config and --checkpoint)")
+        return USAGE_ERROR
+    from drcl.evaluation.format import format_metrics
+    from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
+    from drcl.utils.io import atomic_write_json
+
+    # --dets may be a glob of per-rank files ('dets_rank*.json'): they are merged.
+    metrics = evaluate_detections(
+        args.gt, args.dets, iou_type=args.iou_type, train_ann=args.train_ann
+    )
+    log.info("%s", format_metrics(metrics))
+    if args.out:
+        atomic_write_json(args.out, json_safe(metrics), indent=2)
+        log.info("metrics written to %s", args.out)
+    return 0

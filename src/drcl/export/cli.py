@@ -1,0 +1,29 @@
+"""``drcl export CHECKPOINT --to FORMAT --out FILE``: parse arguments, convert, save."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``drcl export CHECKPOINT --to {torchvision,detectron2,mmdet} --out FILE``."""
+    from drcl.export.convert import _read_state, export_state, save_exported
+
+    state = _read_state(args.checkpoint)
+    result = export_state(state, args.to)
+    if not result.state:
+        raise ValueError(f"{args.checkpoint}: no key could be mapped to {args.to}")
+    save_exported(result.state, args.to, args.out)
+    log.info(f"exported {len(result.state)} tensors ({args.to} layout) to {args.out}")
+    if result.dropped:
+        n = len(result.dropped)
+        log.info(f"dropped {n} num_batches_tracked buffers (not used by {args.to})")
+    if result.unmapped:
+        shown = ", ".join(result.unmapped[:20])
+        more = f" ... (+{len(result.unmapped) - 20})" if len(result.unmapped) > 20 else ""
+        n = len(result.unmapped)
+        log.info(f"not exported ({n} keys without a {args.to} rule): {shown}{more}")
+    return 0

@@ -1,0 +1,21 @@
+"""``drcl finetune CONFIG --work-dir DIR [--init W] [--resume] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def cli_finetune(args: argparse.Namespace) -> int:
+    """Load the config, run :func:`drcl.finetune.runner.run_finetune`, log the headline APs."""
+    from drcl.config import load_config
+    from drcl.finetune.runner import run_finetune
+
+    cfg = load_config(args.config, args.overrides)
+    results = run_finetune(cfg, args.work_dir, init=args.init, resume=args.resume)
+    for iou_type, m in results.items():
+        keys = ("AP", "AP50", "APr", "APc", "APf")
+        log.info("%s: %s", iou_type, "  ".join(f"{k} {100 * (m.get(k) or 0):.2f}" for k in keys))
+    return 0

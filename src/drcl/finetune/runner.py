@@ -1,0 +1,229 @@
+"""The fine-tuning runner: the one place that reads the root config for ``drcl finetune`` and
+``drcl evaluate --checkpoint``.
+
+It builds the data, the torchvision detector and the engine from their config sections, trains,
+saves ``model_final.safetensors`` and evaluates on ``data.val_ann`` with the LVIS rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from drcl.config import Config, save_config
+from drcl.data.coco import CocoIndex
+from drcl.data.dataset import DetectionDataset, collate
+from drcl.detection.data import DetectionEpochData, FlipDataset
+from drcl.engine import distributed as dist
+from drcl.engine.schedule import scaled_lr
+from drcl.engine.setup import make_trainer, start_run
+from drcl.engine.trainer import iters_per_epoch
+from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
+from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+
+log = logging.getLogger(__name__)
+
+
+class DetectorLoss(torch.nn.Module):
+    """Adapter: ``forward((images, targets))`` -> the detector's loss dict plus their sum."""
+
+    def __init__(self, detector: torch.nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: tuple[list[torch.Tensor], list[dict]]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        losses = self.detector(images, targets)
+        losses = {k if k.startswith("loss") else f"loss_{k}": v for k, v in losses.items()}
+        return {"loss": sum(losses.values()), **losses}
+
+
+def build_finetune_data(cfg: Config, info: dist.DistInfo) -> tuple[DetectionEpochData, CocoIndex]:
+    """Training data of ``drcl finetune``: RFS at image level when ``finetune.rfs``."""
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    images_dir = Path(cfg.data.train_images)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
+    with_masks = cfg.finetune.arch == "mask_rcnn"
+    images = DetectionDataset(
+        None, images_dir, with_masks=with_masks, on_error=cfg.data.on_error, index=index
+    )
+    if cfg.finetune.rfs:
+        labels = index.image_labels()
+        factors = repeat_factors_from_image_counts(
+            (labels.offsets, labels.labels),
+            len(labels),
+            cfg.finetune.rfs_threshold,
+            index.num_classes,
+        ).image
+    else:
+        factors = np.ones(len(images))
+    sampler = DynamicRebalancingSampler(
+        factors,
+        seed=cfg.train.seed,
+        dynamic=False,
+        alpha_start=0.0,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        with_context=True,
+    )
+    per_rank = cfg.train.batch_size // info.world_size
+    ipe = iters_per_epoch(len(images), cfg.train.batch_size)
+    data = DetectionEpochData(
+        FlipDataset(images), sampler, per_rank, ipe, collate, cfg.data.num_workers
+    )
+    return data, index
+
+
+def build_detector_from_config(
+    cfg: Config, num_classes: int, class_freqs: torch.Tensor | None = None
+) -> torch.nn.Module:
+    """``finetune.arch`` on the ResNet-FPN of ``model.*`` (see
+    :func:`drcl.detection.model.build_detector`)."""
+    from drcl.detection.model import build_detector
+
+    return build_detector(cfg, num_classes, class_freqs)
+
+
+def train_detector(
+    cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
+) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
+    """Fine-tune a detector with the engine; writes ``model_final.safetensors``.
+
+    From detection pre-training (``init``) the lr is x1.5 and the weight decay / 2 (AlignDet).
+    """
+    from drcl.detection.model import load_pretrained
+
+    device, info, work_dir = start_run(cfg.train, work_dir)
+    if info.is_main:
+        save_config(cfg, work_dir / "config.yaml")
+    data, index = build_finetune_data(cfg, info)
+    # federated / ECM / Seesaw read training *image* counts per class (label order)
+    freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
+    detector = build_detector_from_config(cfg, index.num_classes, freqs)
+    if init:
+        load_pretrained(detector, init)
+    detector.to(device)
+    lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
+    if init:
+        lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
+    trainer = make_trainer(
+        cfg.train,
+        DetectorLoss(detector),
+        data,
+        work_dir,
+        device,
+        info,
+        lr,
+        wd,
+        sync_bn=cfg.model.norm == "sync_bn",
+        state_module=detector,
+    )
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    report = data.skip_report(index)
+    if report:
+        log.warning(report)
+    if info.is_main:
+        save_detector(detector, work_dir / "model_final.safetensors")
+    dist.barrier()
+    return detector, device, info
+
+
+def run_finetune(
+    cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Fine-tune, save ``model_final.safetensors`` and evaluate on ``data.val_ann``.
+
+    Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
+    """
+    init = init or cfg.finetune.init
+    detector, _, _ = train_detector(cfg, work_dir, init, resume)
+    return evaluate_model(cfg, detector, Path(work_dir))
+
+
+def save_detector(detector: torch.nn.Module, path: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in detector.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
+
+def iou_types_of(cfg: Config) -> list[str]:
+    """Box AP always; mask AP too for Mask R-CNN."""
+    return ["bbox", "segm"] if cfg.finetune.arch == "mask_rcnn" else ["bbox"]
+
+
+def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
+    """LVIS-style evaluation on the validation set into ``work_dir/eval``."""
+    out_dir = ensure_writable_dir(work_dir / "eval")
+    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg))
+
+
+def _check_iou_types(cfg: Config, iou_types: tuple[str, ...] | list[str]) -> None:
+    if "segm" in iou_types and cfg.finetune.arch != "mask_rcnn":
+        raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
+
+
+def evaluate_detector(
+    cfg: Config,
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    iou_types: tuple[str, ...] | list[str],
+) -> dict[str, Any]:
+    """Run ``model`` on ``data.val_ann`` and evaluate with the LVIS rules.
+
+    Each rank writes its shard (``detections_bbox.rank{r}.json``), rank 0 merges them on disk
+    into ``out_dir/detections_bbox.json`` (boxes, and masks for Mask R-CNN) and writes
+    ``metrics_{iou_type}.json``; frequency groups come from ``data.train_ann``.
+
+    Returns:
+        ``{iou_type: metrics}`` on rank 0; ``{}`` on other ranks.
+    """
+    from drcl.detection.inference import merge_detections, rank_file, run_inference
+    from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
+
+    _check_iou_types(cfg, iou_types)
+    dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
+    info, device = dist.get_info(), dist.resolve_device(cfg.train.device)
+    rank, world = info.rank, info.world_size
+    final = Path(out_dir) / "detections_bbox.json"
+    shards = [rank_file(final, r, world) for r in range(world)]
+    batch = cfg.finetune.eval_batch_size
+    run_inference(model, dataset, batch, device, shards[rank], rank, world, cfg.data.num_workers)
+    dist.barrier()
+    if rank != 0:
+        return {}
+    if world > 1:
+        merge_detections(shards, final)
+        for shard in shards:
+            shard.unlink()
+    results = {}
+    for t in iou_types:
+        results[t] = evaluate_detections(cfg.data.val_ann, str(final), t, cfg.data.train_ann)
+        atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
+    return results
+
+
+def evaluate_checkpoint(
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    iou_types: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, Any]:
+    """Build the detector of ``cfg``, load ``checkpoint`` and :func:`evaluate_detector` it
+    into ``work_dir`` (default IoU types: :func:`iou_types_of`)."""
+    from drcl.detection.inference import load_detector_weights
+
+    iou_types = iou_types_of(cfg) if iou_types is None else iou_types
+    _check_iou_types(cfg, iou_types)
+    num_classes = len(read_json(cfg.data.val_ann)["categories"])
+    # Test scores never use class frequencies; ones let federated / ECM models be built.
+    model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
+    load_detector_weights(model, checkpoint)
+    return evaluate_detector(cfg, model, work_dir, iou_types)

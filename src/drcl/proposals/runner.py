@@ -1,0 +1,87 @@
+"""The proposals runner: the one place that reads the root config for ``drcl proposals``.
+
+``source=gt`` takes the training boxes, ``file`` validates and copies a results json,
+``detector`` trains a class-agnostic Faster R-CNN (in ``OUT.detector/``) and runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from drcl.config import Config
+from drcl.data.coco import CocoIndex
+from drcl.proposals.core import gt_proposals, load_proposals, write_proposals
+from drcl.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+
+def detector_config(cfg: Config, agnostic_ann: Path) -> Config:
+    """The fine-tuning config of the class-agnostic proposal detector."""
+    p = cfg.pretrain.proposals
+    det = OmegaConf.merge(cfg, {})
+    det.data.train_ann = str(agnostic_ann)
+    det.train.max_iters = p.detector_iters
+    det.train.checkpoint_every = p.detector_iters
+    det.finetune.arch, det.finetune.loss, det.finetune.rfs = "faster_rcnn", "ce", False
+    det.finetune.score_thresh, det.finetune.nms_thresh = p.score_thresh, p.nms
+    det.finetune.detections_per_img = p.top_n
+    return det  # type: ignore[return-value]
+
+
+def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
+    """Train the class-agnostic detector (in ``OUT.detector/``) and return its proposals."""
+    from drcl.finetune.runner import train_detector
+    from drcl.proposals.detector import class_agnostic_json, detect_proposals
+
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    work_dir = out.parent / f"{out.stem}.detector"
+    agnostic = atomic_write_json(work_dir / "train_class_agnostic.json", class_agnostic_json(index))
+    det_cfg = detector_config(cfg, agnostic)
+    detector, device, _ = train_detector(det_cfg, work_dir, resume=True)
+    p = det_cfg.pretrain.proposals
+    return detect_proposals(
+        detector,
+        index,
+        cfg.data.train_images,
+        device,
+        batch_size=det_cfg.finetune.eval_batch_size,
+        min_size=p.min_size,
+        label_iou=p.label_iou,
+        on_error=det_cfg.data.on_error,
+    )
+
+
+def run_proposals(cfg: Config, out: str | Path) -> Path:
+    """Write the proposals of ``pretrain.proposals.source`` to ``out``; returns its path."""
+    out = Path(out)
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    source = cfg.pretrain.proposals.source
+    if source == "gt":
+        records = gt_proposals(index.data)
+    elif source == "file":
+        if not cfg.pretrain.proposals.file:
+            raise ValueError("pretrain.proposals.source=file needs pretrain.proposals.file")
+        load_proposals(cfg.pretrain.proposals.file, index.data, index.cat_id_to_label)  # validate
+        records = read_json(cfg.pretrain.proposals.file)
+    else:
+        records = run_detector_proposals(cfg, out)
+    write_proposals(out, records)
+    per_image = Counter(r["image_id"] for r in records)
+    labelled = sum(r.get("category_id") is not None for r in records)
+    empty = len(index.image_ids) - len(per_image)
+    log.info(
+        "%d proposals from '%s' on %d images (%d images with none; %d with a class) -> %s",
+        len(records),
+        source,
+        len(per_image),
+        empty,
+        labelled,
+        out,
+    )
+    return out

@@ -1,0 +1,26 @@
+"""``drcl report [NAME=]RUN_DIR... --out DIR``: parse arguments, build the report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cli_report(args: argparse.Namespace) -> int:
+    """``drcl report [NAME=]RUN_DIR... --out DIR [--gt JSON] [--train-ann JSON]``."""
+    from drcl.report.build import build_report
+    from drcl.report.runs import parse_run_spec
+
+    runs: dict[str, Path] = {}
+    for spec in args.runs:
+        name, path = parse_run_spec(spec)
+        if name in runs:
+            raise ValueError(f"run name '{name}' given twice; rename one with NAME=DIR")
+        runs[name] = path
+    gt, train_ann = getattr(args, "gt", None), getattr(args, "train_ann", None)
+    out = build_report(runs, args.out, gt=gt, train_ann=train_ann)
+    log.info(f"report written to {out / 'index.html'} and {out / 'README.md'}")
+    return 0

@@ -1,0 +1,111 @@
+"""The packages of ``src/drcl`` form a layered graph: no import cycle between packages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "drcl"
+
+
+def package_graph(root: Path = SRC) -> dict[str, set[str]]:
+    """``{package: packages it imports}`` from every ``import drcl.X...`` / ``from drcl.X ...``
+    in ``root`` (lazy imports inside functions count too: they are dependencies all the same)."""
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        if len(parts) == 1:  # drcl/__init__.py
+            continue
+        pkg = parts[0]
+        deps = graph.setdefault(pkg, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                bits = name.split(".")
+                if bits[0] == "drcl" and len(bits) > 1 and bits[1] != pkg:
+                    deps.add(bits[1])
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as ``[a, b, ..., a]``, or None (depth-first search, white/grey/black)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_sees_a_cycle_and_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({}) is None
+
+
+def test_no_import_cycle_between_packages():
+    graph = package_graph()
+    assert {"engine", "pretrain", "finetune", "data", "cli"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, f"package import cycle: {' -> '.join(cycle)}"
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        ("engine", "pretrain"),
+        ("engine", "finetune"),
+        ("engine", "data"),
+        ("data", "proposals"),
+        ("detection", "finetune"),
+        ("models", "pretrain"),
+        ("config", "engine"),
+    ],
+)
+def test_lower_layers_do_not_import_higher_ones(low, high):
+    assert high not in package_graph()[low], f"drcl.{low} imports drcl.{high}"
+
+
+def _reads_root_config(path: Path) -> bool:
+    text = path.read_text()
+    if "cfg: Any" in text:
+        return True
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("drcl.config"):
+            if any(a.name == "Config" for a in node.names):
+                return True
+    return False
+
+
+def test_only_runners_and_cli_read_the_root_config():
+    """Below the runners, functions take config sections or keyword arguments: the root
+    ``Config`` (and ``cfg: Any``) appears only in ``*/runner.py``, ``*/cli.py``, ``cli/`` and
+    ``config/``."""
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] not in ("cli", "config")
+        and path.name not in ("runner.py", "cli.py")
+        and _reads_root_config(path)
+    ]
+    assert not offenders, offenders
