@@ -52,6 +52,7 @@ def test_unknown_row_is_rejected(tmp_path):
         load_ablate_config(bad)
 
 
+@pytest.mark.slow  # fast: the table and override tests above; each stage's own tests
 def test_ablate_two_rows_end_to_end_and_resumable(tiny_overrides, fast_overrides, tmp_path):
     cfg = tmp_path / "ablate.yaml"
     root = Path(__file__).resolve().parents[2] / "configs"
@@ -73,6 +74,7 @@ def test_ablate_two_rows_end_to_end_and_resumable(tiny_overrides, fast_overrides
     assert (work / "hcl" / "finetune" / "model_final.safetensors").stat().st_mtime == mtime
 
 
+@pytest.mark.slow  # fast: each stage's own tests (pretrain, finetune, analysis, report)
 def test_demo_pipeline_end_to_end(tiny_demo, tiny_overrides, fast_overrides, tmp_path, capsys):
     from drcl.cli.demo import run_demo
 

@@ -335,6 +335,7 @@ def test_sampler_bad_input() -> None:
         DynamicRebalancingSampler(np.ones(3), num_replicas=2, rank=2)
 
 
+@pytest.mark.slow  # a timing bound; correctness at small n is tested above
 def test_epoch_time_100k_images_1203_classes() -> None:
     rng = np.random.default_rng(0)
     n, c = 100_000, 1203
