@@ -1,7 +1,10 @@
+import re
+
 import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from drcl.config import ConfigError, load_config, save_config
-from drcl.config.loader import validate_choices  # noqa: F401  (public helper)
 
 
 def _write(path, text):
@@ -41,6 +44,51 @@ def test_wrong_type_names_the_key(tmp_path):
 def test_bad_choice_lists_allowed_values():
     with pytest.raises(ConfigError, match="allowed: ce, bce, federated, seesaw, ecm"):
         load_config(None, ["finetune.loss=focal"])
+
+
+@pytest.mark.parametrize(
+    "key, allowed",
+    [
+        ("data.on_error", "raise, skip"),
+        ("model.norm", "bn, frozen_bn, sync_bn"),
+        ("train.optimizer", "sgd, adamw"),
+        ("train.schedule", "step, cosine"),
+        ("train.amp", "none, bf16, fp16"),
+        ("train.device", "auto, cpu, cuda"),
+        ("train.nonfinite", "raise, skip"),
+        ("pretrain.proposals.source", "gt, file, detector"),
+        ("pretrain.hcl.loss", "byol, infonce"),
+        ("pretrain.drb.schedule", "linear, cosine, step, none"),
+        ("pretrain.ar.target", "pixel, object"),
+        ("pretrain.ar.input", "masked, view"),
+        ("finetune.arch", "faster_rcnn, mask_rcnn"),
+        ("finetune.loss", "ce, bce, federated, seesaw, ecm"),
+    ],
+)
+def test_every_choice_is_checked_at_load(tmp_path, key, allowed):
+    message = f"key '{key}': got 'typo', allowed: {allowed}"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"{key}=typo"])
+    section, _, leaf = key.rpartition(".")
+    yaml_text = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(section.split(".")))
+    path = _write(
+        tmp_path / "c.yaml", yaml_text + "  " * (section.count(".") + 1) + f"{leaf}: typo\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+    value = allowed.split(", ")[-1]
+    cfg = load_config(None, [f"{key}={value}"])
+    assert OmegaConf.select(cfg, key) == value and f"{OmegaConf.select(cfg, key)}" == value
+
+
+def test_data_paths_are_required(tmp_path):
+    cfg = load_config(None)
+    for key in ("train_ann", "train_images", "val_ann", "val_images"):
+        assert OmegaConf.is_missing(cfg.data, key)
+    with pytest.raises(MissingMandatoryValue, match="data.train_ann"):
+        _ = cfg.data.train_ann
+    save_config(cfg, tmp_path / "c.yaml")  # a partial config can still be written
+    assert "train_ann: ???" in (tmp_path / "c.yaml").read_text()
 
 
 def test_bad_files(tmp_path):

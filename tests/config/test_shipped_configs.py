@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from drcl.cli.ablate import load_ablate_config
 from drcl.config import load_config
@@ -17,6 +18,8 @@ RECIPES = sorted(
 def test_recipe_loads(path):
     cfg = load_config(path)
     assert cfg.model.depth in (18, 34, 50, 101)
+    for key in ("train_ann", "train_images", "val_ann", "val_images"):
+        assert not OmegaConf.is_missing(cfg.data, key), f"{path.name} does not name data.{key}"
 
 
 def test_paper_scale_recipes_follow_the_paper():

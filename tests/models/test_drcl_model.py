@@ -7,6 +7,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
+from drcl.config import ConfigError, load_config
 from drcl.config.schema import ARConfig, Config, HCLConfig, LCLConfig, SRConfig
 from drcl.models.backbone import build_resnet_fpn
 from drcl.models.drcl import DRCLModel
@@ -196,10 +197,10 @@ def test_from_config_and_errors():
     model = build_drcl_model(cfg)
     assert model.online.backbone.out_channels == 16 and model.online.box_head.fc7.out_features == 32
     assert model(make_batch())["loss"].isfinite()
-    with pytest.raises(ValueError, match="pretrain.hcl.loss"):
-        make_model(hcl=HCLConfig(loss="simclr"))
-    with pytest.raises(ValueError, match="pretrain.ar.input"):
-        make_model(ar=ARConfig(input="both"))
+    with pytest.raises(ConfigError, match="pretrain.hcl.loss.*allowed: byol, infonce"):
+        load_config(None, ["pretrain.hcl.loss=simclr"])
+    with pytest.raises(ConfigError, match="pretrain.ar.input.*allowed: masked, view"):
+        load_config(None, ["pretrain.ar.input=both"])
     zero = {t: dataclasses.replace(c, weight=0.0) for t, c in _default_terms().items()}
     with pytest.raises(ValueError, match="all 0"):
         make_model(**zero)

@@ -82,9 +82,11 @@ def test_images_without_proposals_still_feed_hcl_ar_sr(tiny_overrides, tiny_demo
     recs = [r for r in gt_proposals(index.data) if r["image_id"] in keep]
     path = tmp_path / "half.json"
     path.write_text(json.dumps(recs))
-    cfg = load_config(None, [*tiny_overrides, f"pretrain.proposals_file={path}"])
+    cfg = load_config(
+        None, [*tiny_overrides, "pretrain.proposals.source=file", f"pretrain.proposals.file={path}"]
+    )
     data = build_pretrain_data(cfg, tmp_path, DistInfo())
-    batches = [b for _, b in zip(range(6), data.batches(0, 0.0))]
+    batches = [b for _, b in zip(range(6), data.batches(0, 0.0), strict=False)]  # the first 6
     per_image = torch.cat([b["box_valid"].any(1) for b in batches])
     assert (~per_image).any() and per_image.any()  # some images with no box at all
     from drcl.pretrain.runner import build_drcl_model

@@ -185,8 +185,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.quiet, args.verbose)
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
         return int(args.handler(args) or 0)
+    except MissingMandatoryValue as err:  # a `???` key of the schema (the data paths)
+        key = getattr(err, "full_key", "?")
+        log.error(
+            "drcl %s: error: %s is required: set it in the config or as %s=...",
+            args.command,
+            key,
+            key,
+        )
+        return 1
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
         # User-facing errors (bad config, bad data, missing files): one clear line, exit 1.
         # (ConfigError is a ValueError.)

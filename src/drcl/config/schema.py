@@ -1,41 +1,104 @@
 """Typed configuration schema (OmegaConf structured configs).
 
-Every key has a default here; YAML files under ``configs/`` only override. One root ``Config``
-holds all stages, so one file can describe data, pre-training and fine-tuning of an experiment.
-Choices given as strings are validated in :func:`validate_choices` against the tables in
-``CHOICES``, so a typo fails at load time with the allowed values.
+Every key has its one default here (constructors below the runners take these values as
+arguments); YAML files under ``configs/`` only override. The data paths have no default
+(``???``): every recipe names its data. One root ``Config`` holds all stages, so one file can
+describe data, pre-training and fine-tuning of an experiment; only the stage runners read it.
+
+Choices are :class:`~enum.StrEnum` fields, validated by OmegaConf when the config is loaded, so
+a typo fails at load time with the allowed values. A member equals its string
+(``cfg.train.optimizer == "sgd"``) and is written as that string to YAML and json.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.on_error": ("raise", "skip"),
-    "model.norm": ("bn", "frozen_bn", "sync_bn"),
-    "train.optimizer": ("sgd", "adamw"),
-    "train.schedule": ("step", "cosine"),
-    "train.amp": ("none", "bf16", "fp16"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "pretrain.proposals.source": ("gt", "file", "detector"),
-    "pretrain.hcl.loss": ("byol", "infonce"),
-    "pretrain.drb.schedule": ("linear", "cosine", "step", "none"),
-    "pretrain.ar.target": ("pixel", "object"),
-    "pretrain.ar.input": ("masked", "view"),
-    "finetune.arch": ("faster_rcnn", "mask_rcnn"),
-    "finetune.loss": ("ce", "bce", "federated", "seesaw", "ecm"),
-}
+# "raise" is a Python keyword, so these two use the functional form (members by name: ["raise"]).
+OnError = StrEnum("OnError", {"raise": "raise", "skip": "skip"})
+NonFinite = StrEnum("NonFinite", {"raise": "raise", "skip": "skip"})
+
+
+class Norm(StrEnum):
+    bn = "bn"
+    frozen_bn = "frozen_bn"
+    sync_bn = "sync_bn"
+
+
+class Optimizer(StrEnum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class LrSchedule(StrEnum):
+    step = "step"
+    cosine = "cosine"
+
+
+class Amp(StrEnum):
+    none = "none"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ProposalSource(StrEnum):
+    gt = "gt"
+    file = "file"
+    detector = "detector"
+
+
+class HCLLoss(StrEnum):
+    byol = "byol"
+    infonce = "infonce"
+
+
+class AlphaSchedule(StrEnum):
+    linear = "linear"
+    cosine = "cosine"
+    step = "step"
+    none = "none"
+
+
+class ARTarget(StrEnum):
+    pixel = "pixel"
+    object = "object"
+
+
+class ARInput(StrEnum):
+    masked = "masked"
+    view = "view"
+
+
+class Arch(StrEnum):
+    faster_rcnn = "faster_rcnn"
+    mask_rcnn = "mask_rcnn"
+
+
+class ClsLoss(StrEnum):
+    ce = "ce"
+    bce = "bce"
+    federated = "federated"
+    seesaw = "seesaw"
+    ecm = "ecm"
 
 
 @dataclass
 class DataConfig:
     """Where the annotations and images are, and how they are read."""
 
-    train_ann: str = "work/demo/data/annotations/train.json"
-    train_images: str = "work/demo/data/train"
-    val_ann: str = "work/demo/data/annotations/val.json"
-    val_images: str = "work/demo/data/val"
-    on_error: str = "raise"  # a broken image/record: raise (naming it) or skip and count
+    train_ann: str = "???"  # required: each recipe names its data (configs/_base_/*_data.yaml)
+    train_images: str = "???"
+    val_ann: str = "???"
+    val_images: str = "???"
+    # a broken image/record: raise (naming it) or skip and count
+    on_error: OnError = OnError["raise"]
     num_workers: int = 0
     min_size: int = 128  # detector resize (GeneralizedRCNNTransform)
     max_size: int = 128
@@ -48,7 +111,7 @@ class ModelConfig:
     depth: int = 18  # 18 | 34 | 50 | 101
     fpn_channels: int = 256
     box_head_dim: int = 1024  # TwoMLPHead representation size
-    norm: str = "frozen_bn"
+    norm: Norm = Norm.frozen_bn
     trainable_layers: int = 5
     weights: str | None = (
         None  # local torchvision ResNet state dict (.pth/.safetensors); never downloaded
@@ -62,10 +125,10 @@ class TrainConfig:
     batch_size: int = 16  # global batch
     lr: float = 0.02  # for batch 16; scaled linearly with batch_size when scale_lr
     scale_lr: bool = True
-    optimizer: str = "sgd"
+    optimizer: Optimizer = Optimizer.sgd
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: str = "step"
+    schedule: LrSchedule = LrSchedule.step
     epochs: int = 12  # "1x" = 12 epochs, x0.1 at 8 and 11
     max_iters: int = 0  # > 0 overrides epochs
     steps: list[float] = field(default_factory=lambda: [8 / 12, 11 / 12])  # fractions of training
@@ -74,20 +137,21 @@ class TrainConfig:
     warmup_factor: float = 0.001
     grad_clip: float = 0.0  # max L2 norm, 0 = off
     accumulate: int = 1
-    amp: str = "none"
-    device: str = "auto"
+    amp: Amp = Amp.none
+    device: Device = Device.auto
     seed: int = 0
     deterministic: bool = False
     log_every: int = 10
     checkpoint_every: int = 0  # iterations, 0 = at the end of each epoch only
     keep_checkpoints: int = 2
-    nonfinite: str = "raise"  # raise | skip
+    nonfinite: NonFinite = NonFinite["raise"]  # a NaN/inf loss: raise, or skip the step
 
 
 @dataclass
 class ProposalConfig:
-    source: str = "gt"
-    file: str | None = None  # COCO results json for source=file
+    source: ProposalSource = ProposalSource.gt
+    # COCO results json: source=file reads it; source=detector: the output of `drcl proposals`
+    file: str | None = None
     top_n: int = 50
     nms: float = 0.5
     score_thresh: float = 0.05
@@ -115,7 +179,7 @@ class ViewConfig:
 @dataclass
 class HCLConfig:
     weight: float = 1.0
-    loss: str = "byol"
+    loss: HCLLoss = HCLLoss.byol
     temperature: float = 0.2  # infonce only
     queue_size: int = 0  # infonce only: MoCo queue of target projections as extra negatives
     proj_dim: int = 256
@@ -136,7 +200,7 @@ class LCLConfig:
 class DRBConfig:
     enabled: bool = True
     threshold: float = 1e-3  # RFS t
-    schedule: str = "cosine"  # alpha(p) from alpha_start to alpha_end
+    schedule: AlphaSchedule = AlphaSchedule.cosine  # alpha(p) from alpha_start to alpha_end
     alpha_start: float = 0.0
     alpha_end: float = 1.0
     step_at: float = 0.5  # for schedule=step
@@ -145,8 +209,9 @@ class DRBConfig:
 @dataclass
 class ARConfig:
     weight: float = 1.0
-    target: str = "pixel"
-    input: str = "masked"  # features decoded: of the masked view 1 (inpainting) or of view 1
+    target: ARTarget = ARTarget.pixel
+    # features decoded: of the masked view 1 (inpainting) or of view 1
+    input: ARInput = ARInput.masked
     masked_only: bool = False  # pixel target: L1 on masked pixels only (MAE-style)
     channels: int = 32
 
@@ -171,7 +236,6 @@ class EMAConfig:
 @dataclass
 class PretrainConfig:
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
-    proposals_file: str | None = None  # precomputed proposals json (drcl proposals --out)
     views: ViewConfig = field(default_factory=ViewConfig)
     hcl: HCLConfig = field(default_factory=HCLConfig)
     lcl: LCLConfig = field(default_factory=LCLConfig)
@@ -183,8 +247,8 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    arch: str = "faster_rcnn"
-    loss: str = "ce"
+    arch: Arch = Arch.faster_rcnn
+    loss: ClsLoss = ClsLoss.ce
     cosine_classifier: bool = False
     cosine_scale: float = 20.0
     rfs: bool = False

@@ -94,9 +94,7 @@ def build_detector(
         torchvision ``FasterRCNN`` or ``MaskRCNN`` whose ``roi_heads`` is a
         :class:`LongTailRoIHeads`.
     """
-    ft = cfg.finetune
-    if ft.arch not in ARCHS:
-        raise ValueError(f"finetune.arch: got {ft.arch!r}, allowed: {', '.join(ARCHS)}")
+    ft = cfg.finetune  # finetune.arch is an Enum, checked when the config loads
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     cls_loss = build_classifier_loss(cfg, num_classes, class_freqs)

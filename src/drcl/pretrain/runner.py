@@ -34,20 +34,20 @@ log = logging.getLogger(__name__)
 
 
 def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposals:
-    """The boxes to pre-train on: ``pretrain.proposals_file``, else ``proposals.source``."""
-    path = cfg.pretrain.proposals_file
-    source = cfg.pretrain.proposals.source
-    if path is None and source == "file":
-        path = cfg.pretrain.proposals.file
-        if path is None:
-            raise ValueError("pretrain.proposals.source=file needs pretrain.proposals.file")
-    if path is None and source == "detector":
+    """The boxes to pre-train on (``pretrain.proposals``): the training boxes for ``source=gt``,
+    else ``file`` (a results json; for ``source=detector`` the output of ``drcl proposals``)."""
+    p = cfg.pretrain.proposals
+    if p.source == "gt":
+        path = write_proposals(work_dir / "proposals_gt.json", gt_proposals(index.data))
+    elif p.file is None and p.source == "file":
+        raise ValueError("pretrain.proposals.source=file needs pretrain.proposals.file")
+    elif p.file is None:
         raise ValueError(
             "pretrain.proposals.source=detector: run `drcl proposals CONFIG --out P.json` first "
-            "and pass pretrain.proposals_file=P.json"
+            "and pass pretrain.proposals.file=P.json"
         )
-    if path is None:  # source=gt: the training boxes with their classes
-        path = write_proposals(work_dir / "proposals_gt.json", gt_proposals(index.data))
+    else:
+        path = p.file
     return load_proposals(path, index.data, index.cat_id_to_label)
 
 
