@@ -7,6 +7,7 @@ by frequency group) as a PNG.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 
 from drcl.data.coco import FREQUENCY_GROUPS, CocoIndex, unique_ints
 from drcl.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 GROUP_COLOURS = {"r": "#d62728", "c": "#ff7f0e", "f": "#1f77b4"}
 GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
@@ -155,8 +158,8 @@ def write_stats(
         ]
     )
     if echo:
-        print(text)
+        log.info("%s", text)
     out = plot_long_tail(index, out_path or default_plot_path(ann_path), groups)
     if echo:
-        print(f"wrote {out}")
+        log.info("wrote %s", out)
     return text, out

@@ -10,6 +10,7 @@ loaded, what stayed random and what was unexpected.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from torch import Tensor, nn
@@ -21,6 +22,8 @@ from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
 from drcl.losses.longtail import ClassificationLoss, build_classification_loss, prior_bias
 from drcl.models.backbone import build_resnet_fpn
 from drcl.utils.weights import LoadReport, load_into, read_state_dict
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ARCHS", "LoadReport", "build_detector", "load_pretrained"]
 
@@ -147,7 +150,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
         model: a detector from :func:`build_detector` (or any torchvision ``GeneralizedRCNN``).
         path: ``.safetensors`` (``backbone.body.*``, ``backbone.fpn.*``,
             ``roi_heads.box_head.fc6/fc7.*``) or a torch checkpoint read with ``weights_only``.
-        verbose: print :meth:`LoadReport.table`.
+        verbose: log :meth:`LoadReport.table` (INFO; the CLI shows it on rank 0).
 
     Raises:
         ValueError: no ``backbone.body.*`` key loaded (wrong file or layout), or a tensor's shape
@@ -163,5 +166,5 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
     hint = "check model.depth / fpn_channels / box_head_dim"
     report = load_into(model, state, strict=False, source=str(path), hint=hint)
     if verbose:
-        print(report.table())
+        log.info("%s", report.table())
     return report

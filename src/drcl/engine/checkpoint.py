@@ -8,14 +8,16 @@ is never trusted). Loading uses ``torch.load(weights_only=True)``: no arbitrary 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from drcl.utils.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
 
@@ -74,9 +76,9 @@ def latest_good_checkpoint(work_dir: str | Path) -> Path | None:
     for path in reversed(list_checkpoints(work_dir)):
         if verify(path):
             return path
-        warnings.warn(
-            f"{path}: checksum missing or wrong (truncated or corrupted); falling back to an "
+        log.warning(
+            "%s: checksum missing or wrong (truncated or corrupted); falling back to an "
             "earlier checkpoint",
-            stacklevel=2,
+            path,
         )
     return None

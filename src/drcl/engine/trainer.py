@@ -11,6 +11,7 @@ under ``"loss"`` and the terms under ``"loss_*"``.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -27,6 +28,8 @@ from drcl.engine import checkpoint as ckpt
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.logging import MetricLogger
 from drcl.utils.io import ensure_writable_dir
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -157,7 +160,7 @@ class Trainer:
         self.resumed = True
         _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
         if self.dist.is_main:
-            print(f"resumed from {path} at iteration {self.progress.iteration}")
+            log.info("resumed from %s at iteration %d", path, self.progress.iteration)
         return True
 
     def save(self) -> None:
@@ -196,7 +199,7 @@ class Trainer:
         msg = f"iteration {self.progress.iteration}: non-finite loss term(s) {', '.join(bad)}"
         if self.cfg.nonfinite == "skip":
             self.skipped_steps += 1
-            print(f"warning: {msg}; step skipped ({self.skipped_steps} so far)")
+            log.warning("warning: %s; step skipped (%d so far)", msg, self.skipped_steps)
             return False
         raise NonFiniteLossError(f"{msg}; the last good checkpoint is kept in {self.work_dir}")
 

@@ -225,5 +225,6 @@ def evaluate_checkpoint(
     num_classes = len(read_json(cfg.data.val_ann)["categories"])
     # Test scores never use class frequencies; ones let federated / ECM models be built.
     model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
-    load_detector_weights(model, checkpoint)
+    report = load_detector_weights(model, checkpoint)
+    log.info("%s", report.table())
     return evaluate_detector(cfg, model, work_dir, iou_types)

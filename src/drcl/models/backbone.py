@@ -19,6 +19,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from drcl.config.schema import ModelConfig
 from drcl.utils.weights import load_into, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ _LAYOUT_PREFIXES = ("backbone.body.", "body.")
 
 
 def build_resnet_fpn(
-    depth: int = 50,
-    fpn_channels: int = 256,
-    norm: str = "frozen_bn",
-    trainable_layers: int = 5,
+    depth: int,
+    fpn_channels: int = ModelConfig.fpn_channels,  # defaults live in the schema, once
+    norm: str = ModelConfig.norm,
+    trainable_layers: int = ModelConfig.trainable_layers,
     weights: str | os.PathLike | None = None,
 ) -> BackboneWithFPN:
     """Build a torchvision ResNet-FPN; outputs ``'0','1','2','3'`` (P2-P5) and ``'pool'`` (P6).

@@ -33,7 +33,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from drcl.config.schema import ARConfig, EMAConfig, HCLConfig, LCLConfig, SRConfig
+from drcl.config.schema import (
+    ARConfig,
+    EMAConfig,
+    HCLConfig,
+    LCLConfig,
+    ModelConfig,
+    SRConfig,
+)
 from drcl.losses.contrastive import (
     byol_loss,
     gather_with_local_grad,
@@ -96,11 +103,11 @@ class DRCLModel(nn.Module):
 
     def __init__(
         self,
-        depth: int = 50,
-        fpn_channels: int = 256,
-        box_head_dim: int = 1024,
-        norm: str = "frozen_bn",
-        trainable_layers: int = 5,
+        depth: int,
+        fpn_channels: int = ModelConfig.fpn_channels,  # defaults live in the schema, once
+        box_head_dim: int = ModelConfig.box_head_dim,
+        norm: str = ModelConfig.norm,
+        trainable_layers: int = ModelConfig.trainable_layers,
         weights: str | os.PathLike | None = None,
         hcl: Any = None,
         lcl: Any = None,

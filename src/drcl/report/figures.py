@@ -9,9 +9,9 @@ the whole report. When the inputs exist, the figure is made.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +19,8 @@ from typing import Any
 
 from drcl.report.doc import Cell, Figure, Note, Table, Text
 from drcl.report.runs import RunInfo
+
+log = logging.getLogger(__name__)
 
 ATTENTION_DIR = "attention"
 MAX_ATTENTION_PER_RUN = 12
@@ -45,7 +47,7 @@ def _attr(module_name: str, attr: str) -> tuple[Callable[..., Any] | None, str]:
 
 def _failed(what: str, err: Exception) -> Note:
     """A figure whose producer raised: keep the report, say what happened (also on stderr)."""
-    print(f"drcl report: {what} failed: {type(err).__name__}: {err}", file=sys.stderr)
+    log.warning("drcl report: %s failed: %s: %s", what, type(err).__name__, err)
     return Note(f"{what} failed: {type(err).__name__}: {err}")
 
 
