@@ -76,12 +76,12 @@ def load_config(
     return cfg  # type: ignore[return-value]
 
 
-def save_config(cfg: Any, path: str | os.PathLike) -> None:
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
     from drcl.utils.io import atomic_write_text
 
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
+def to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
