@@ -64,7 +64,7 @@ def _image_case(rng, img_id: int, ann_id: int, num_classes: int, dets_per_image:
             "area": float(b[2] * b[3]),
             "iscrowd": 0,
         }
-        for j, (c, b) in enumerate(zip(cats, gt))
+        for j, (c, b) in enumerate(zip(cats, gt, strict=True))
     ]
     present = sorted(set(int(c) for c in cats))
     others = np.setdiff1d(rng.choice(num_classes, size=12, replace=False) + 1, present)
@@ -101,7 +101,7 @@ def _detections(rng, img_id, gt, cats, neg, num_classes, d, w, h) -> list[dict[s
             "bbox": [round(float(v), 2) for v in b],
             "score": round(float(s), 6),
         }
-        for b, c, s in zip(boxes, classes, scores)
+        for b, c, s in zip(boxes, classes, scores, strict=True)
     ]
 
 

@@ -262,8 +262,10 @@ def _reference_type(d, real, crowd, matched, t_f, t_b):
         if g["category_id"] == d["category_id"] and area > 0:
             if _iou(d["bbox"], g["bbox"])[1] / area >= t_f:
                 return None
-    same = [i for i, g in zip(ious, real) if g["category_id"] == d["category_id"]]
-    if any(i >= t_f for i, g in zip(ious, real) if g["category_id"] != d["category_id"]):
+    same = [i for i, g in zip(ious, real, strict=True) if g["category_id"] == d["category_id"]]
+    if any(
+        i >= t_f for i, g in zip(ious, real, strict=True) if g["category_id"] != d["category_id"]
+    ):
         return "classification"
     if any(i >= t_b for i in same):
         return "location"
@@ -292,7 +294,7 @@ def reference_breakdown(gt, dets, groups, t_f=0.5, t_b=0.1, max_dets=300):
             if kind != "correct" and d["category_id"] in img.get("not_exhaustive_category_ids", []):
                 continue
             out[groups[d["category_id"]]][kind] += 1
-        for g, m in zip(real, matched):
+        for g, m in zip(real, matched, strict=True):
             out[groups[g["category_id"]]]["missed"] += 0 if m else 1
     return out
 

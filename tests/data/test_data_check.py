@@ -258,7 +258,7 @@ def test_each_validation_message(write_dataset, tiny_data, name):
     problems = _not_info(check_annotations(ann, image_dir))
     got = [(p.kind, p.record_id, p.field, p.severity) for p in problems]
     assert got == [e[:4] for e in expected], [str(p) for p in problems]
-    for p, e in zip(problems, expected):
+    for p, e in zip(problems, expected, strict=True):
         assert re.search(e[4], p.message), (p.message, e[4])
         assert p.file == str(ann)
 

@@ -35,7 +35,7 @@ def test_stream_is_deterministic_and_resumes_exactly(tiny_overrides, tmp_path):
     ref, _ = _first_batches(a, 5)
     b = build_pretrain_data(cfg, tmp_path / "b", DistInfo())
     got, _ = _first_batches(b, 3)
-    for x, y in zip(ref[:3], got):
+    for x, y in zip(ref[:3], got, strict=True):
         for key in x:
             assert torch.equal(x[key], y[key]), key
     state = b.state_dict()

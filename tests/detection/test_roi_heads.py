@@ -78,7 +78,7 @@ def test_softmax_ce_heads_equal_torchvision(tiny_config):
     with torch.no_grad():
         det_ours, _ = ours(feats, props, sizes)
         det_theirs, _ = theirs(feats, props, sizes)
-    for a, b in zip(det_ours, det_theirs):
+    for a, b in zip(det_ours, det_theirs, strict=True):
         assert a.keys() == b.keys() == {"boxes", "labels", "scores", "masks"}
         for key in a:
             assert torch.allclose(a[key], b[key], atol=1e-6), key

@@ -30,7 +30,7 @@ def lvis_case(seed=0, n_images=8, img_size=300, frequency=True, crowd=True):
     rng = np.random.default_rng(seed)
     cats = [{"id": 10 + i, "name": f"class{i}"} for i in range(len(FREQS))]
     if frequency:
-        for c, f in zip(cats, FREQS):
+        for c, f in zip(cats, FREQS, strict=True):
             c["frequency"] = f
     cat_ids = [c["id"] for c in cats]
     images, anns = [], []

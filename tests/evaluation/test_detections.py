@@ -56,7 +56,7 @@ def test_per_rank_files_merge_like_one_list(tmp_path):
     part = rng.integers(0, 3, size=len(dets))  # one image's detections spread over ranks
     for r in range(3):
         with open(tmp_path / f"dets_rank{r}.json", "w") as fh:
-            json.dump([d for d, p in zip(dets, part) if p == r], fh)
+            json.dump([d for d, p in zip(dets, part, strict=True) if p == r], fh)
     want = json.dumps(json_safe(evaluate_detections(gt, dets, max_dets=20)))
     paths = [tmp_path / f"dets_rank{r}.json" for r in range(3)]
     assert json.dumps(json_safe(evaluate_detections(gt, paths, max_dets=20))) == want

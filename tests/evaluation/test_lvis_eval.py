@@ -34,11 +34,13 @@ def _check_against_reference(got, precision, gt):
         _assert_close(got[key], want[key])
     aps = ref.class_ap(precision)
     assert [c["id"] for c in got["per_class"]] == sorted(c["id"] for c in gt["categories"])
-    for c, ap in zip(got["per_class"], aps):
+    for c, ap in zip(got["per_class"], aps, strict=True):
         _assert_close(c["AP"], ap)
     groups = {c["id"]: c.get("frequency") for c in gt["categories"]}
     for g in "rcf":
-        want_g = ref.mean_ap([ap for c, ap in zip(got["per_class"], aps) if groups[c["id"]] == g])
+        want_g = ref.mean_ap(
+            [ap for c, ap in zip(got["per_class"], aps, strict=True) if groups[c["id"]] == g]
+        )
         _assert_close(got[f"AP{g}"], want_g)
 
 
@@ -98,7 +100,9 @@ def test_coco_rules_match_pycocotools():
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    for key, value in zip(SUMMARY_KEYS, ev.stats[:6]):  # pycocotools: -1 = no gt in range
+    for key, value in zip(
+        SUMMARY_KEYS, ev.stats[:6], strict=True
+    ):  # pycocotools: -1 = no gt in range
         _assert_close(got[key], math.nan if value == -1 else value)
     precision = ev.eval["precision"][..., -1]  # maxDets=100
     for k, c in enumerate(got["per_class"]):
@@ -144,6 +148,7 @@ def test_groups_and_coco_lt_bins_from_train_ann():
                 (150, 7999),
                 (101, 101),
             ],
+            strict=True,
         )
     )
     got = evaluate_detections(gt, dets, train_ann=train_json(counts))
@@ -154,9 +159,13 @@ def test_groups_and_coco_lt_bins_from_train_ann():
     assert got["groups_source"] == "train_ann" and got["bins_source"] == "train_ann"
     aps = ref.class_ap(ref.reference_precision(gt, dets))
     for g in "rcf":
-        _assert_close(got[f"AP{g}"], ref.mean_ap([a for a, x in zip(aps, want_groups) if x == g]))
+        _assert_close(
+            got[f"AP{g}"], ref.mean_ap([a for a, x in zip(aps, want_groups, strict=True) if x == g])
+        )
     for b in (1, 2, 3):
-        _assert_close(got[f"AP{b}"], ref.mean_ap([a for a, x in zip(aps, want_bins) if x == b]))
+        _assert_close(
+            got[f"AP{b}"], ref.mean_ap([a for a, x in zip(aps, want_bins, strict=True) if x == b])
+        )
     assert math.isnan(got["AP4"])  # no class with >= 8000 training instances
 
 
@@ -170,7 +179,7 @@ def test_no_group_information_gives_nan_groups_and_no_bins():
 
 def test_instance_count_field_gives_bins():
     gt, dets = lvis_case(seed=6)
-    for c, n in zip(gt["categories"], [1, 19, 20, 399, 400, 7999, 8000, 0]):
+    for c, n in zip(gt["categories"], [1, 19, 20, 399, 400, 7999, 8000, 0], strict=True):
         c["instance_count"] = n
     got = evaluate_detections(gt, dets)
     assert [c["bin"] for c in got["per_class"]] == [1, 1, 2, 2, 3, 3, 4, None]

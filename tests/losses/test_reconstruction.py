@@ -39,7 +39,7 @@ def test_pixel_l1_empty_mask_is_zero_with_graph():
 def ref_sr(pred, target, pixel_mask):
     """Per level: mean over masked cells (cell centre-free: nearest = top-left pixel) of 1 - cos."""
     levels = []
-    for p, t in zip(pred, target):
+    for p, t in zip(pred, target, strict=True):
         b, _, h, w = p.shape
         stride = pixel_mask.shape[-1] // w
         vals = [

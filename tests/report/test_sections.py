@@ -113,7 +113,7 @@ def test_error_breakdown_section(full_report: Path, fake_runs: dict[str, Path]) 
         run, group = row[0][0], row[1][0]
         ref = error_breakdown(str(val), str(fake_runs[run] / "eval" / "detections_bbox.json"))
         summary = ref["groups"][{"rare": "r", "common": "c", "frequent": "f"}.get(group, group)]
-        cells = dict(zip(header, (c[0] for c in row)))
+        cells = dict(zip(header, (c[0] for c in row), strict=True))
         assert cells["detections"] == str(summary["num_detections"])
         for kind, share in summary["shares"].items():
             assert cells[kind] == f"{share * 100:.1f}"

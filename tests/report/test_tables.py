@@ -46,8 +46,8 @@ def test_box_table_values_bold_and_deltas(full_report: Path) -> None:
     assert header == ["run", *COLUMNS]  # no AP1..AP4: no run has them
     assert table["rows"][1:] == _expected_rows(BOX, COLUMNS)
     # hand-checked cells: drcl is best on AP with +1.8, baseline keeps APf, AP75 is a tie
-    drcl = dict(zip(header, table["rows"][2]))
-    base = dict(zip(header, table["rows"][1]))
+    drcl = dict(zip(header, table["rows"][2], strict=True))
+    base = dict(zip(header, table["rows"][1], strict=True))
     assert drcl["AP"] == ("27.1", True, "+1.8")
     assert base["APf"] == ("40.0", True, "") and drcl["APf"] == ("39.0", False, "-1.0")
     assert base["AP75"][1] and drcl["AP75"] == ("30.0", True, "+0.0")
@@ -71,7 +71,7 @@ def test_cocolt_columns_when_known(runs_copy: dict[str, Path], tmp_path: Path) -
     table = table_with_caption(parse_html(out / "index.html"), "box AP")
     header = [c[0] for c in table["rows"][0]]
     assert header[-4:] == ["AP1", "AP2", "AP3", "AP4"]
-    base, drcl = (dict(zip(header, row)) for row in table["rows"][1:])
+    base, drcl = (dict(zip(header, row, strict=True)) for row in table["rows"][1:])
     assert base["AP1"] == ("n/a", False, "")
     assert drcl["AP1"] == ("5.0", True, "") and drcl["AP4"] == ("n/a", False, "")
 
@@ -88,7 +88,7 @@ def test_rarest_table_order_and_values(full_report: Path) -> None:
         aps = [PER_CLASS[n][cid] for n in ("baseline", "drcl")]
         shown = [None if a is None else round(a * 100, 1) for a in aps]
         best = max(v for v in shown if v is not None)
-        for cell, v in zip(row[4:], shown):
+        for cell, v in zip(row[4:], shown, strict=True):
             assert cell[0] == ("n/a" if v is None else f"{v:.1f}")
             assert cell[1] == (v is not None and v == best)
 

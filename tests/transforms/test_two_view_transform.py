@@ -115,7 +115,7 @@ def test_determinism_seed_and_generator() -> None:
     a = t(image, boxes, seed=5)
     b = t(image, boxes, generator=torch.Generator().manual_seed(5))
     c = t(image, boxes, seed=6)
-    for va, vb in zip(a.views, b.views):
+    for va, vb in zip(a.views, b.views, strict=True):
         assert torch.equal(va.image, vb.image) and torch.equal(va.boxes, vb.boxes)
     assert not torch.equal(a.views[0].image, c.views[0].image)
 

@@ -101,7 +101,7 @@ def _cam(
 ) -> Tensor:
     """Sum over maps of ReLU(sum_k alpha_k A_k), each upsampled to ``size``: (h, w)."""
     total = torch.zeros(size, dtype=torch.float64)
-    for feat, grad in zip(features, grads):
+    for feat, grad in zip(features, grads, strict=True):
         if grad is None:  # this level did not contribute to the score
             continue
         alpha = grad.detach().double().mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
@@ -177,7 +177,7 @@ def plot_attention(
     for name, per_image in maps.items():
         if len(per_image) != len(imgs):
             raise ValueError(f"{name!r}: {len(per_image)} maps for {len(imgs)} images")
-        for i, (m, im) in enumerate(zip(per_image, imgs)):
+        for i, (m, im) in enumerate(zip(per_image, imgs, strict=True)):
             if np.shape(m) != im.shape[:2]:
                 raise ValueError(f"{name!r}: map {i} is {np.shape(m)}, image is {im.shape[:2]}")
     if not imgs:

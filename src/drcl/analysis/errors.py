@@ -284,7 +284,7 @@ def _split_sorted(ids: np.ndarray, order: np.ndarray) -> dict[int, np.ndarray]:
     if len(order) == 0:
         return {}
     uniq, starts = np.unique(ids[order], return_index=True)
-    return dict(zip(uniq.tolist(), np.split(order, starts[1:])))
+    return dict(zip(uniq.tolist(), np.split(order, starts[1:]), strict=True))
 
 
 def _top_k_order(dets: dict[str, np.ndarray], max_dets: int) -> np.ndarray:
@@ -350,7 +350,7 @@ def _assign_all(
 
 def _group_summary(row: np.ndarray) -> dict[str, Any]:
     """Counts, shares of the detection types (sum to 1 when there are detections), missed rate."""
-    counts = {k: int(v) for k, v in zip(COUNT_KEYS, row)}
+    counts = {k: int(v) for k, v in zip(COUNT_KEYS, row, strict=True)}
     n = sum(counts[k] for k in ERROR_TYPES)
     num_gt = counts["correct"] + counts["missed"]  # every non-crowd GT is matched or missed
     return {

@@ -79,7 +79,7 @@ def training_classes(train_ann: str) -> list[dict[str, Any]]:
         counts[index[cid]] += 1
     return [
         {"id": cid, "name": c.get("name", str(cid)), "instances": int(n), "group": groups[cid]}
-        for cid, c, n in zip(ids, cats, counts)
+        for cid, c, n in zip(ids, cats, counts, strict=True)
     ]
 
 
@@ -183,14 +183,20 @@ def run_attention(
     maps: dict[str, list[np.ndarray]] = {}
     for name, path in runs.items():
         model = _load_detector(cfg, num_classes, path, device)
-        maps[name] = [gradcam(model, im, lab, layer) for im, lab in zip(images, labels)]
+        maps[name] = [
+            gradcam(model, im, lab, layer) for im, lab in zip(images, labels, strict=True)
+        ]
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     out = Path(out)
-    rows = [f"image {i} / label {lab}" for i, lab in zip(image_ids, labels)]
+    rows = [f"image {i} / label {lab}" for i, lab in zip(image_ids, labels, strict=True)]
     plot_attention(images, maps, out / "attention.png", row_labels=rows)
-    arrays = {f"{name}/{iid}": m for name, ms in maps.items() for iid, m in zip(image_ids, ms)}
+    arrays = {
+        f"{name}/{iid}": m
+        for name, ms in maps.items()
+        for iid, m in zip(image_ids, ms, strict=True)
+    }
     _save_npz(out / "attention.npz", arrays)
     meta = {"config": config_name, "ckpt": runs, "images": image_ids, "labels": labels}
     atomic_write_json(out / "attention.json", meta | {"layer": layer}, indent=2)

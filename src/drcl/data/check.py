@@ -297,7 +297,7 @@ def _file_issues(images: list[_Record], image_dir: Path) -> None:
     paths = [safe_join(image_dir, r.record["file_name"]) for r in todo]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         probed = list(pool.map(probe_image, paths))
-    for rec, (size, why) in zip(todo, probed):
+    for rec, (size, why) in zip(todo, probed, strict=True):
         if why:
             rec.issues.append(_Issue("file_name", why))
         elif size != (rec.record["width"], rec.record["height"]):

@@ -238,7 +238,7 @@ class CocoIndex:
 
     def counts_by_cat_id(self, counts: np.ndarray) -> dict[int, int]:
         """``{cat_id: count}`` from a (C,) array indexed by ``label - 1``."""
-        return {cid: int(n) for cid, n in zip(self.cat_ids, counts)}
+        return {cid: int(n) for cid, n in zip(self.cat_ids, counts, strict=True)}
 
     def frequency_groups(self, use_json: bool = True) -> dict[int, str]:
         """``{cat_id: 'r'|'c'|'f'}``: json ``frequency`` if present, else LVIS rule on this json.

@@ -107,7 +107,7 @@ def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
 
 def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
     """Detection batches keep images of different sizes apart: (list of images, list of targets)."""
-    images, targets = zip(*batch) if batch else ((), ())
+    images, targets = zip(*batch, strict=True) if batch else ((), ())
     return list(images), list(targets)
 
 

@@ -72,10 +72,10 @@ def detections_to_records(
             "bbox": [round(v, 3) for v in box],
             "score": float(s),
         }
-        for box, s, lab in zip(xywh, scores, labels)
+        for box, s, lab in zip(xywh, scores, labels, strict=True)
     ]
     if "masks" in output and records:
-        for rec, rle in zip(records, _rle(output["masks"])):
+        for rec, rle in zip(records, _rle(output["masks"]), strict=True):
             rec["segmentation"] = rle
     return records
 
@@ -128,7 +128,7 @@ def run_inference(
     records: list[dict[str, Any]] = []
     for images, targets in loader:
         outputs = model([img.to(device) for img in images])
-        for out, tgt in zip(outputs, targets):
+        for out, tgt in zip(outputs, targets, strict=True):
             records.extend(detections_to_records(out, int(tgt["image_id"]), label_to_cat))
     return atomic_write_json(out_path, records)
 

@@ -118,7 +118,10 @@ class LongTailRoIHeads(RoIHeads):
         boxes, scores, classes = self.postprocess_detections(
             logits, deltas, proposals, image_shapes
         )
-        result = [{"boxes": b, "labels": c, "scores": s} for b, s, c in zip(boxes, scores, classes)]
+        result = [
+            {"boxes": b, "labels": c, "scores": s}
+            for b, s, c in zip(boxes, scores, classes, strict=True)
+        ]
         if self.has_mask():
             self._add_masks(features, result, image_shapes)
         return result, {}
@@ -138,8 +141,8 @@ class LongTailRoIHeads(RoIHeads):
     ) -> Tensor:
         # Masks are trained on positive proposals only (torchvision / Mask R-CNN).
         pos = [torch.where(lab > 0)[0] for lab in labels]
-        boxes = [p[i] for p, i in zip(proposals, pos)]
-        idxs = [m[i] for m, i in zip(matched_idxs, pos)]
+        boxes = [p[i] for p, i in zip(proposals, pos, strict=True)]
+        idxs = [m[i] for m, i in zip(matched_idxs, pos, strict=True)]
         logits = self._mask_logits(features, boxes, image_shapes)
         gt_masks = [t["masks"] for t in targets]
         gt_labels = [t["labels"] for t in targets]
@@ -148,7 +151,7 @@ class LongTailRoIHeads(RoIHeads):
     def _add_masks(self, features, result: list[dict[str, Tensor]], image_shapes) -> None:
         logits = self._mask_logits(features, [r["boxes"] for r in result], image_shapes)
         probs = maskrcnn_inference(logits, [r["labels"] for r in result])
-        for prob, r in zip(probs, result):
+        for prob, r in zip(probs, result, strict=True):
             r["masks"] = prob
 
     def postprocess_detections(
@@ -172,7 +175,9 @@ class LongTailRoIHeads(RoIHeads):
         pred_boxes = self.box_coder.decode(box_regression, proposals).reshape(n, k4 // 4, 4)[:, 1:]
         scores = self.cls_loss.scores(class_logits.float())
         out: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
-        for boxes, sc, shape in zip(pred_boxes.split(counts), scores.split(counts), image_shapes):
+        for boxes, sc, shape in zip(
+            pred_boxes.split(counts), scores.split(counts), image_shapes, strict=True
+        ):
             labels = torch.arange(1, sc.shape[1] + 1, device=sc.device).expand_as(sc)
             boxes = box_ops.clip_boxes_to_image(boxes, shape).reshape(-1, 4)
             sc, labels = sc.reshape(-1), labels.reshape(-1)
@@ -183,7 +188,7 @@ class LongTailRoIHeads(RoIHeads):
             keep = box_ops.batched_nms(boxes, sc, labels, self.nms_thresh)[
                 : self.detections_per_img
             ]
-            for lst, t in zip(out, (boxes[keep], sc[keep], labels[keep])):
+            for lst, t in zip(out, (boxes[keep], sc[keep], labels[keep]), strict=True):
                 lst.append(t)
         return out
 

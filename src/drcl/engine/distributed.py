@@ -70,7 +70,7 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    return dict(zip(keys, t.tolist(), strict=True))
 
 
 def resolve_device(name: str) -> torch.device:

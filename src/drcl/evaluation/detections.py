@@ -177,7 +177,7 @@ def _check_segms(
 ) -> list[Any]:
     """Masks must be an RLE dict (``size`` = the image's [h, w]) or a list of polygons."""
     segms = [r["segmentation"] for r in records]
-    for i, (s, img) in enumerate(zip(segms, image_id.tolist())):
+    for i, (s, img) in enumerate(zip(segms, image_id.tolist(), strict=True)):
         rle_ok = isinstance(s, dict) and "size" in s and "counts" in s
         poly_ok = isinstance(s, list) and len(s) > 0 and all(isinstance(p, list) for p in s)
         if not (rle_ok or poly_ok):
@@ -287,7 +287,7 @@ class _RowView:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.array[i].tolist()
-        rec = dict(zip(NUMPY_COLUMNS, row))
+        rec = dict(zip(NUMPY_COLUMNS, row, strict=True))
         rec["bbox"] = row[1:5]
         return rec
 
@@ -383,7 +383,7 @@ def load_detections(
 
 def iter_records(dets: Detections, iou_type: str) -> Iterable[dict[str, Any]]:
     """COCO results records of ``dets`` (generated one by one)."""
-    cols = zip(dets.image_id.tolist(), dets.category_id.tolist(), dets.score.tolist())
+    cols = zip(dets.image_id.tolist(), dets.category_id.tolist(), dets.score.tolist(), strict=True)
     for i, (img, cat, score) in enumerate(cols):
         rec: dict[str, Any] = {"image_id": img, "category_id": cat, "score": score}
         if dets.bbox is not None:
@@ -414,5 +414,5 @@ def masks_to_rle(dets: Detections, sizes: dict[int, tuple[int, int]]) -> list[di
     """
     return [
         mask_utils.segmToRle(segm, sizes[img][1], sizes[img][0])
-        for img, segm in zip(dets.image_id.tolist(), dets.segmentation)
+        for img, segm in zip(dets.image_id.tolist(), dets.segmentation, strict=True)
     ]

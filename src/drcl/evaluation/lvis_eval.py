@@ -129,7 +129,7 @@ def federated_filter(dets: Detections, gt: GroundTruth) -> Detections:
 
 def _result_annotations(dets: Detections, gt: GroundTruth, iou_type: str) -> list[dict]:
     """The dicts faster-coco-eval evaluates: ids 1..N, area = w*h (boxes) or mask area."""
-    base = zip(dets.image_id.tolist(), dets.category_id.tolist(), dets.score.tolist())
+    base = zip(dets.image_id.tolist(), dets.category_id.tolist(), dets.score.tolist(), strict=True)
     if iou_type == "bbox":
         boxes = dets.bbox.tolist()
         return [
@@ -142,7 +142,7 @@ def _result_annotations(dets: Detections, gt: GroundTruth, iou_type: str) -> lis
                 "area": b[2] * b[3],
                 "iscrowd": 0,
             }
-            for i, ((im, c, s), b) in enumerate(zip(base, boxes))
+            for i, ((im, c, s), b) in enumerate(zip(base, boxes, strict=True))
         ]
     rles = masks_to_rle(dets, gt.known.sizes)
     areas = mask_utils.area(rles).tolist() if rles else []
@@ -156,7 +156,7 @@ def _result_annotations(dets: Detections, gt: GroundTruth, iou_type: str) -> lis
             "area": float(a),
             "iscrowd": 0,
         }
-        for i, ((im, c, s), r, a) in enumerate(zip(base, rles, areas))
+        for i, ((im, c, s), r, a) in enumerate(zip(base, rles, areas, strict=True))
     ]
 
 

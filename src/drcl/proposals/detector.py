@@ -58,7 +58,7 @@ def detect_proposals(
     records: list[dict[str, Any]] = []
     for images, targets in loader:
         outputs = detector([im.to(device) for im in images])
-        for out, tgt in zip(outputs, targets):
+        for out, tgt in zip(outputs, targets, strict=True):
             boxes = out["boxes"].cpu()
             wh = boxes[:, 2:] - boxes[:, :2]
             keep = (wh >= min_size).all(dim=1)
@@ -67,7 +67,7 @@ def detect_proposals(
                 [index.label_to_cat_id[int(lb)] for lb in tgt["labels"]], dtype=torch.int64
             )
             cats = label_by_overlap(boxes, tgt["boxes"], gt_cats, label_iou)
-            for box, score, cat in zip(boxes.tolist(), scores.tolist(), cats.tolist()):
+            for box, score, cat in zip(boxes.tolist(), scores.tolist(), cats.tolist(), strict=True):
                 x0, y0, x1, y1 = box
                 records.append(
                     {

@@ -50,7 +50,8 @@ def plot_curves(runs: list[RunInfo], colors: dict[str, Any], title: str, out_png
     ncols = min(PANEL_COLUMNS, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    # the grid may have spare panels (nrows * ncols >= len(keys))
+    for ax, key in zip(axes.flat, keys, strict=False):
         for run in runs:
             xs, ys = series(run.metrics, key)
             if xs:

@@ -139,7 +139,7 @@ def rarest_table(
             row.append(Cell(str(instance_counts.get(cid, 0))))
         for columns in col_blocks:
             flags = best_flags([col[i] for col in columns])
-            row += [Cell(fmt(col[i]), bold=f) for col, f in zip(columns, flags)]
+            row += [Cell(fmt(col[i]), bold=f) for col, f in zip(columns, flags, strict=True)]
         rows.append(row)
     how = "training instances" if instance_counts else "frequency group (no training counts)"
     caption = f"{len(chosen)} rarest classes by {how}; AP (%); best of each row (box, mask) in bold"

@@ -390,7 +390,9 @@ class DynamicRebalancingSampler(Sampler):
         self._yielded = self._skip
         if self.with_context:
             mine_seeds = seeds[start :: self.num_replicas].tolist()
-            return self._count(DRBSample(i, alpha, s) for i, s in zip(mine, mine_seeds))
+            return self._count(
+                DRBSample(i, alpha, s) for i, s in zip(mine, mine_seeds, strict=True)
+            )
         return self._count(iter(mine))
 
     def _count(self, it: Iterator[Any]) -> Iterator[Any]:
