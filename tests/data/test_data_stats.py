@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from drcl.data.coco import CocoIndex
+from drcl.data.groups import GROUP_COLORS
 from drcl.data.stats import (
-    GROUP_COLOURS,
     GroupRow,
     cocolt_table,
     default_plot_path,
@@ -111,7 +111,7 @@ def test_plot_long_tail(tmp_path, monkeypatch):
         assert img.format == "PNG" and img.size == (800, 350)
     assert sorted(p.name for p in out.parent.iterdir()) == ["lt.png"]  # no temp file left
     assert recorded["height"] == [101, 24, 3, 0]  # D, A, B, C: sorted descending
-    g = GROUP_COLOURS
+    g = GROUP_COLORS
     assert recorded["color"] == [g["f"], g["c"], g["r"], g["r"]]
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from drcl.evaluation.groups import class_info, coco_lt_bin, frequency_group, training_counts
+from drcl.data.coco import CocoIndex
+from drcl.data.groups import class_counts, lvis_frequency
+from drcl.evaluation.groups import class_info, coco_lt_bin
 
 from .cases import train_json
 
@@ -11,7 +13,7 @@ from .cases import train_json
     "images,group", [(0, "r"), (1, "r"), (10, "r"), (11, "c"), (100, "c"), (101, "f")]
 )
 def test_frequency_group_boundaries(images, group):
-    assert frequency_group(images) == group
+    assert lvis_frequency(images) == group
 
 
 @pytest.mark.parametrize(
@@ -22,12 +24,15 @@ def test_coco_lt_bin_boundaries(instances, b):
     assert coco_lt_bin(instances) == b
 
 
-def test_training_counts_count_images_once_and_every_instance():
+def test_class_counts_count_images_once_and_every_instance():
     train = train_json({1: (3, 7), 2: (2, 2)})
     train["categories"].append({"id": 3, "name": "never"})
-    images, instances = training_counts(train)
+    images, instances = class_counts(train)
     assert images == {1: 3, 2: 2, 3: 0}
     assert instances == {1: 7, 2: 2, 3: 0}
+    index = CocoIndex(train)  # the data index gives the same numbers on a full json
+    assert index.counts_by_cat_id(index.image_counts()) == images
+    assert index.counts_by_cat_id(index.instance_counts()) == instances
 
 
 def test_class_info_sources_and_priority():

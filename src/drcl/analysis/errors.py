@@ -38,14 +38,14 @@ import torch
 from matplotlib.patches import Patch
 from torchvision.ops import box_iou
 
-from drcl.analysis.plotting import GROUP_NAMES, new_figure, save_figure
-from drcl.data.coco import lvis_frequency
-from drcl.evaluation.groups import training_counts
+from drcl.analysis.plotting import new_figure, save_figure
+from drcl.data.coco import frequency_groups
+from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
+from drcl.data.groups import GROUP_NAMES, class_counts
 from drcl.utils.io import read_json
 
 ERROR_TYPES = ("correct", "classification", "location", "background", "other")
 COUNT_KEYS = (*ERROR_TYPES, "missed")
-GROUPS = ("r", "c", "f")
 CORRECT, CLASSIFICATION, LOCATION, BACKGROUND, OTHER = range(5)
 IGNORED_CROWD = -1
 # LVIS rule (Gupta et al., 2019): rare 1-10 training images, common 11-100, frequent > 100.
@@ -85,21 +85,13 @@ def category_groups(
     if train_ann is not None:
         train, source = _load(train_ann, "train_ann")
         try:
-            counts = training_counts(train)[0]
+            counts = class_counts(train)[0]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: bad annotation record ({err!r})") from err
-    groups = {}
-    for cat in categories:
-        freq = cat.get("frequency")
-        if freq in GROUPS:
-            groups[int(cat["id"])] = freq
-        elif counts is not None:
-            groups[int(cat["id"])] = lvis_frequency(counts.get(int(cat["id"]), 0))
-        else:
-            raise ValueError(
-                f"category {cat['id']}: no 'frequency' field; pass the training json (train_ann)"
-            )
-    return groups
+    try:
+        return frequency_groups(categories, counts)
+    except ValueError as err:  # no counts: say which input is missing
+        raise ValueError(f"{err}; pass the training json (train_ann)") from err
 
 
 def _raise_bad_record(records: list, source: str, what: str, fields: tuple[str, ...]) -> None:

@@ -9,10 +9,6 @@ from matplotlib.figure import Figure
 
 from drcl.utils.io import atomic_write
 
-# rare / common / frequent, in that order everywhere in the analysis plots
-GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
-GROUP_COLORS = {"r": "#d62728", "c": "#ff7f0e", "f": "#2ca02c"}
-
 
 def new_figure(width: float, height: float) -> Figure:
     """A matplotlib ``Figure`` rendered by Agg, independent of ``pyplot`` and its backend."""

@@ -61,25 +61,30 @@ def run_errors(
 def training_classes(train_ann: str) -> list[dict[str, Any]]:
     """Per class in label order 1..C: id, name, training instances and frequency group."""
     from drcl.analysis.errors import category_groups
+    from drcl.data.groups import class_counts
 
     train = read_json(train_ann)
     if not isinstance(train, dict) or not isinstance(train.get("categories"), list):
         raise ValueError(f"{train_ann}: top-level 'categories' missing or not a list")
     cats = sorted(train["categories"], key=lambda c: int(c["id"]))
-    groups = category_groups(cats, train)
     ids = [int(c["id"]) for c in cats]
-    counts = np.zeros(len(ids), np.int64)
-    index = {cid: i for i, cid in enumerate(ids)}
+    known = set(ids)
     for k, ann in enumerate(train.get("annotations", [])):
         cid = ann.get("category_id") if isinstance(ann, dict) else None
-        if cid not in index:
+        if cid not in known:
             raise ValueError(
                 f"{train_ann}: annotation {k}: unknown or missing 'category_id' {cid!r}"
             )
-        counts[index[cid]] += 1
+    groups = category_groups(cats, train)
+    instances = class_counts(train)[1]
     return [
-        {"id": cid, "name": c.get("name", str(cid)), "instances": int(n), "group": groups[cid]}
-        for cid, c, n in zip(ids, cats, counts, strict=True)
+        {
+            "id": cid,
+            "name": c.get("name", str(cid)),
+            "instances": instances[cid],
+            "group": groups[cid],
+        }
+        for cid, c in zip(ids, cats, strict=True)
     ]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drcl.analysis.plotting import GROUP_COLORS, GROUP_NAMES, new_figure, save_figure
+from drcl.analysis.plotting import new_figure, save_figure
+from drcl.data.groups import GROUP_COLORS, GROUP_NAMES
 from drcl.utils.weights import read_state_dict
 
 CLS_KEY = "roi_heads.box_predictor.cls_score.weight"

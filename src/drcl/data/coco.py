@@ -25,37 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from drcl.data.groups import (  # noqa: F401  (re-exported: the index's vocabulary)
+    COCOLT_EDGES,
+    FREQUENCY_GROUPS,
+    cocolt_bin,
+    lvis_frequency,
+)
 from drcl.utils.io import read_json
-
-FREQUENCY_GROUPS = ("r", "c", "f")
-# LVIS rule (Gupta et al., 2019): rare <= 10 training images, common <= 100, frequent above.
-RARE_MAX_IMAGES = 10
-COMMON_MAX_IMAGES = 100
-# COCO-LT bins (Tan et al., 2020): lower edges of AP1..AP4 in training instances.
-COCOLT_EDGES = (1, 20, 400, 8000)
 
 
 def contiguous_ids(categories: Iterable[Mapping[str, Any]]) -> list[int]:
     """Sorted category ids; the detection label of ``cat_id`` is its index here plus one."""
     return sorted(int(c["id"]) for c in categories)
-
-
-def lvis_frequency(image_count: int) -> str:
-    """LVIS frequency group from the number of training images holding the class.
-
-    0 images (a class absent from training) counts as rare: it is the rarest possible.
-    """
-    if image_count <= RARE_MAX_IMAGES:
-        return "r"
-    if image_count <= COMMON_MAX_IMAGES:
-        return "c"
-    return "f"
-
-
-def cocolt_bin(instance_count: int) -> int:
-    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances (0 -> bin 1)."""
-    # number of lower edges the count reaches; [1,20) -> 1 ... [8000,inf) -> 4
-    return max(1, int(np.searchsorted(COCOLT_EDGES, instance_count, side="right")))
 
 
 def frequency_groups(

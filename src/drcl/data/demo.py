@@ -30,6 +30,7 @@ from faster_coco_eval.core import mask as coco_mask
 from PIL import Image, ImageDraw
 
 from drcl.data.demo_shapes import CLASS_TABLE, COLOURS, pattern_texture, polygon_area, unit_polygon
+from drcl.data.groups import lvis_frequency
 from drcl.utils.io import atomic_write_json
 
 NUM_CLASSES = len(CLASS_TABLE)
@@ -374,13 +375,6 @@ def _generate_split(
             ann_id += 1
             annotations.append(_annotation(ann_id, image["id"], cat_id, poly))
     return images, annotations
-
-
-def lvis_frequency(image_count: int) -> str:
-    """LVIS rule: 'r' for 1-10 training images (and 0), 'c' for 11-100, 'f' above 100."""
-    if image_count <= 10:
-        return "r"
-    return "c" if image_count <= 100 else "f"
 
 
 def _categories(train_annotations: list[dict]) -> list[dict]:

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from drcl.data.coco import FREQUENCY_GROUPS, CocoIndex, unique_ints
+from drcl.data.coco import CocoIndex, unique_ints
+from drcl.data.groups import FREQUENCY_GROUPS, GROUP_COLORS, GROUP_NAMES
 from drcl.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
-
-GROUP_COLOURS = {"r": "#d62728", "c": "#ff7f0e", "f": "#1f77b4"}
-GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def plot_long_tail(
     groups = groups if groups is not None else index.frequency_groups()
     counts = index.instance_counts()
     order = np.argsort(-counts, kind="stable")
-    colours = [GROUP_COLOURS[groups[index.cat_ids[k]]] for k in order]
+    colours = [GROUP_COLORS[groups[index.cat_ids[k]]] for k in order]
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
     ax.bar(np.arange(len(order)), np.maximum(counts[order], 0), width=1.0, color=colours)
     ax.set_yscale("log")
@@ -112,7 +110,7 @@ def plot_long_tail(
     ax.set_xlabel("class rank (sorted by training instances)")
     ax.set_ylabel("instances")
     ax.set_title(f"Long tail of {Path(index.path).name}: {index.num_classes} classes")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS[g]) for g in FREQUENCY_GROUPS]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g]) for g in FREQUENCY_GROUPS]
     ax.legend(handles, [GROUP_NAMES[g] for g in FREQUENCY_GROUPS], loc="upper right")
     fig.tight_layout()
     try:

@@ -1,7 +1,7 @@
 """Evaluation: LVIS-style AP with frequency groups (APr/APc/APf) and COCO-LT bins (AP1..AP4)."""
 
 from drcl.evaluation.detections import Detections, load_detections, save_detections
-from drcl.evaluation.groups import class_info, coco_lt_bin, frequency_group, training_counts
+from drcl.evaluation.groups import class_info, coco_lt_bin
 from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
 __all__ = [
@@ -9,9 +9,7 @@ __all__ = [
     "class_info",
     "coco_lt_bin",
     "evaluate_detections",
-    "frequency_group",
     "json_safe",
     "load_detections",
     "save_detections",
-    "training_counts",
 ]

@@ -8,43 +8,17 @@ bins classes by the number of *training instances*: [1, 20), [20, 400), [400, 80
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from drcl.data.coco import COCOLT_EDGES as COCO_LT_EDGES
-from drcl.data.coco import cocolt_bin, lvis_frequency
-
-GROUPS = ("r", "c", "f")
-
-
-def frequency_group(image_count: int) -> str:
-    """LVIS rule on training image counts: 'r' (<= 10), 'c' (11-100), 'f' (> 100).
-
-    A class with no training image counts as rare (the data layer's rule, one definition).
-    """
-    return lvis_frequency(image_count)
+from drcl.data.groups import COCOLT_EDGES, class_counts, cocolt_bin, lvis_frequency
+from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
 
 
 def coco_lt_bin(instance_count: int) -> int | None:
     """COCO-LT bin 1..4 of a class with ``instance_count`` training instances; None for 0
     (a class never seen in training belongs to no bin when evaluating)."""
-    return None if instance_count < COCO_LT_EDGES[0] else cocolt_bin(instance_count)
-
-
-def training_counts(train: dict[str, Any]) -> tuple[dict[int, int], dict[int, int]]:
-    """Per-class training image counts and instance counts of a COCO/LVIS json.
-
-    Returns:
-        (image_counts, instance_counts), both ``{category_id: count}``; classes of
-        ``train['categories']`` without annotations are present with 0. Every annotation counts
-        as an instance (crowd ones included, as LVIS's ``instance_count`` does).
-    """
-    anns = train.get("annotations", [])
-    instances = Counter(a["category_id"] for a in anns)
-    images = Counter(cat for _, cat in {(a["image_id"], a["category_id"]) for a in anns})
-    zero = {c["id"]: 0 for c in train.get("categories", [])}
-    return {**zero, **images}, {**zero, **instances}
+    return None if instance_count < COCOLT_EDGES[0] else cocolt_bin(instance_count)
 
 
 @dataclass
@@ -90,7 +64,7 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
     images = instances = None
     img_src = inst_src = None
     if train is not None:
-        img_counts, inst_counts = training_counts(train)
+        img_counts, inst_counts = class_counts(train)
         images = [img_counts.get(i, 0) for i in ids]
         instances = [inst_counts.get(i, 0) for i in ids]
         img_src = inst_src = "train_ann"
@@ -100,7 +74,7 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
         inst_src = "instance_count" if instances is not None else None
     groups, groups_source = _from_field(cats, "frequency"), "frequency"
     if groups is None and images is not None:
-        groups, groups_source = [frequency_group(n) for n in images], img_src
+        groups, groups_source = [lvis_frequency(n) for n in images], img_src
     elif groups is None:
         groups_source = None
     bad = sorted({g for g in groups or [] if g not in GROUPS})

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from drcl.data.groups import GROUP_NAMES
 from drcl.report.doc import Cell, Figure, Note, Table, Text
 from drcl.report.runs import RunInfo
 
@@ -26,7 +27,7 @@ ATTENTION_DIR = "attention"
 MAX_ATTENTION_PER_RUN = 12
 # error_breakdown's detection outcomes (SPEC order) and groups; missed GT are a separate share
 ERROR_KINDS = ("correct", "classification", "location", "background", "other")
-ERROR_GROUPS = {"r": "rare", "c": "common", "f": "frequent", "all": "all"}
+ERROR_GROUPS = GROUP_NAMES | {"all": "all"}
 
 
 def _module(name: str) -> tuple[ModuleType | None, str]:
