@@ -104,9 +104,9 @@ def test_broken_image_skip_counts_and_reports(broken_demo, tiny_overrides, tmp_p
         ["pretrain", "configs/pretrain/demo.yaml", "--work-dir", str(tmp_path / "w"), *over]
     )
     captured = capsys.readouterr()
-    out = captured.out
     assert code == 0, captured.err[-1500:]
-    assert "skipped 1 unreadable image(s)" in out and victim["file_name"] in out
+    err = captured.err  # the skip report is a warning (stderr)
+    assert "skipped 1 unreadable image(s)" in err and victim["file_name"] in err
     rows = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped_images"] == 1
 
