@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from drcl.data.paths import image_path
 from drcl.utils.io import atomic_write, atomic_write_json, read_json
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced:
         cid = _target_category(anns.get(iid, []), iid, forced, ann_path)
         if cid not in cat_ids:
             raise ValueError(f"{ann_path}: category id {cid} is not one of its categories")
-        tensors.append(read_image_rgb(Path(image_dir) / images[iid]["file_name"]))
+        tensors.append(read_image_rgb(image_path(image_dir, images[iid], f"image {iid}")))
         labels.append(cat_ids.index(cid) + 1)
     return tensors, labels, len(cat_ids)
 

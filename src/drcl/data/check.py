@@ -26,13 +26,13 @@ from typing import Any
 
 from PIL import Image
 
-from drcl.data.paths import safe_join
+from drcl.data.paths import image_path, image_relpath, safe_join
 from drcl.utils.io import atomic_write_json
 
 REQUIRED_TOP = ("images", "annotations", "categories")
 REQUIRED_KEYS = {
     "category": ("id", "name"),
-    "image": ("id", "file_name", "width", "height"),
+    "image": ("id", "width", "height"),  # and file_name or coco_url (LVIS v1)
     "annotation": ("id", "image_id", "category_id", "bbox"),
 }
 ID_LIST_FIELDS = ("neg_category_ids", "not_exhaustive_category_ids")  # LVIS v1 image fields
@@ -139,11 +139,14 @@ def _image_issues(img: Any, cat_ids: set[int]) -> list[_Issue]:
     issues = _required(img, "image")
     if not isinstance(img, dict):
         return issues
-    if "file_name" in img:
+    if "file_name" not in img and "coco_url" not in img:
+        issues.append(_Issue("file_name", "missing required key 'file_name' (or 'coco_url')"))
+    else:
+        field_name = "file_name" if "file_name" in img else "coco_url"
         try:
-            safe_join(".", img["file_name"])
+            safe_join(".", image_relpath(img))
         except ValueError as err:
-            issues.append(_Issue("file_name", f"unsafe path: {err}"))
+            issues.append(_Issue(field_name, f"unsafe path: {err}"))
     for key in ("width", "height"):
         if key in img and not (_is_int(img[key]) and img[key] > 0):
             issues.append(_Issue(key, f"must be a positive integer, got {img[key]!r}"))
@@ -294,7 +297,7 @@ def probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
 def _file_issues(images: list[_Record], image_dir: Path) -> None:
     """Missing, unreadable, truncated files and sizes that disagree with the json."""
     todo = [r for r in images if not r.dropped]
-    paths = [safe_join(image_dir, r.record["file_name"]) for r in todo]
+    paths = [image_path(image_dir, r.record) for r in todo]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         probed = list(pool.map(probe_image, paths))
     for rec, (size, why) in zip(todo, probed, strict=True):

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 
 from drcl.data.coco import CocoIndex
-from drcl.data.paths import safe_join
+from drcl.data.paths import image_path, image_relpath
 
 try:  # pycocotools is the reference; faster-coco-eval ships the same C API (a hard dependency)
     from pycocotools import mask as mask_utils
@@ -116,7 +116,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     Args:
         ann_file: COCO / LVIS json (or pass ``index`` to share an already loaded one).
-        image_dir: folder that ``images[].file_name`` is relative to.
+        image_dir: folder that ``images[].file_name`` is relative to (or, for LVIS v1 records
+            without it, the COCO root holding ``<split>/<file>`` from ``coco_url``).
         with_masks: also decode instance masks (polygons and RLE).
         transforms: ``f(image, target) -> (image, target)`` applied last.
         on_error: ``'raise'``: a broken image raises ``DataError`` naming file and image id;
@@ -171,7 +172,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         iid = self.image_ids[i]
         if iid not in self._skipped_ids:
             self._skipped_ids.add(iid)
-            file = str(self.image_info(i).get("file_name"))
+            try:
+                file = image_relpath(self.image_info(i))
+            except ValueError:
+                file = "?"
             self.skipped.append(SkippedSample(iid, file, str(err)))
 
     def image_info(self, i: int) -> dict:
@@ -182,7 +186,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         """Path of the ``i``-th image (``DataError`` if its file_name leaves the folder)."""
         rec = self.image_info(i)
         try:
-            return safe_join(self.image_dir, rec.get("file_name"), f"image {rec['id']}")
+            return image_path(self.image_dir, rec, f"image {rec['id']}")
         except ValueError as err:
             raise DataError(f"{self.index.path}: {err}") from err
 

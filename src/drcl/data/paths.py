@@ -38,3 +38,36 @@ def safe_join(root: str | os.PathLike, file_name: str, record: str = "") -> Path
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise ValueError(f"{where}file_name {file_name!r} escapes the image folder")
     return Path(root) / os.path.normpath(file_name)
+
+
+def image_relpath(image: dict) -> str:
+    """The path of an image record relative to the image root.
+
+    ``file_name`` when the record has one (COCO, COCO-LT, LVIS v0.5, our demo data). LVIS v1
+    records carry only ``coco_url``; as in detectron2's ``lvis.py``, the path is then the URL's
+    last two parts, ``<split folder>/<file>`` (``http://images.cocodataset.org/val2017/
+    000000397133.jpg`` -> ``val2017/000000397133.jpg``), so one COCO 2017 root serves both the
+    train and the val json.
+
+    Raises:
+        ValueError: neither field is a usable string (naming the image id).
+    """
+    name = image.get("file_name")
+    if name is not None:
+        return name
+    url = image.get("coco_url")
+    if not isinstance(url, str) or "/" not in url.rstrip("/"):
+        raise ValueError(
+            f"image {image.get('id')!r}: needs 'file_name' or a 'coco_url' ending in "
+            f"<split folder>/<file>, got coco_url={url!r}"
+        )
+    return "/".join(url.rstrip("/").split("/")[-2:])
+
+
+def image_path(root: str | os.PathLike, image: dict, record: str = "") -> Path:
+    """``root / image_relpath(image)``, refusing paths that leave ``root`` (see ``safe_join``)."""
+    try:
+        rel = image_relpath(image)
+    except ValueError as err:
+        raise ValueError(f"{record}: {err}" if record else str(err)) from None
+    return safe_join(root, rel, record)

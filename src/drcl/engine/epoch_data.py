@@ -88,7 +88,8 @@ class SamplerEpochData:
             return None
         lines = [f"skipped {len(self.skipped_ids)} unreadable image(s) (data.on_error=skip):"]
         for iid in sorted(self.skipped_ids):
-            lines.append(f"  image {iid}: {index.images[iid].get('file_name')}")
+            rec = index.images[iid]
+            lines.append(f"  image {iid}: {rec.get('file_name') or rec.get('coco_url')}")
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
