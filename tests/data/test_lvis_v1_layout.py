@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from lvis_v1_layout import REAL_V1_IMAGES, to_v1_json
 
 from drcl.cli.main import main
 from drcl.data.check import check_annotations
 from drcl.data.dataset import DetectionDataset
 from drcl.data.paths import image_path, image_relpath
-from lvis_v1_layout import REAL_V1_IMAGES, to_v1_json
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,9 @@ def test_dataset_reads_v1_images(v1_layout):
         assert image.shape[0] == 3 and target["boxes"].shape[1] == 4
 
 
-def test_proposals_pretrain_finetune_on_v1_layout(v1_layout, tiny_overrides, fast_overrides, tmp_path):
+def test_proposals_pretrain_finetune_on_v1_layout(
+    v1_layout, tiny_overrides, fast_overrides, tmp_path
+):
     root, train, val = v1_layout
     over = [o for o in tiny_overrides if not o.startswith("data.")]
     over += [

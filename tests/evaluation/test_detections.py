@@ -91,7 +91,22 @@ BAD_RECORDS = [
     (_record(image_id=1.5), "record 2: field 'image_id': not an integer"),
     (_record(score=math.nan), "record 2: field 'score': not a finite number"),
     (_record(score=None), "record 2: field 'score': not a finite number"),
-    (_record(score="high"), "record 2: field 'score': not a number ('high')"),
+    (_record(score="high"), "record 2: field 'score': not a number: 'high' (str)"),
+    # strict types: what float() or numpy would silently convert is refused
+    (_record(image_id="1"), "record 2: field 'image_id': not an integer: '1' (str)"),
+    (_record(category_id="10"), "record 2: field 'category_id': not an integer: '10' (str)"),
+    (_record(image_id=1.0), "record 2: field 'image_id': not an integer: 1.0 (float)"),
+    (_record(image_id=True), "record 2: field 'image_id': not an integer: True (bool)"),
+    (_record(category_id=None), "record 2: field 'category_id': not an integer: None"),
+    (_record(score="0.5"), "record 2: field 'score': not a number: '0.5' (str)"),
+    (_record(score=True), "record 2: field 'score': not a number: True (bool)"),
+    (_record(score=math.inf), "record 2: field 'score': not a finite number"),
+    (_record(bbox=["0", 0, 2, 3]), "record 2: field 'bbox': malformed"),
+    (_record(bbox=[0, 0, 2, True]), "record 2: field 'bbox': malformed"),
+    (_record(bbox=[0, 0, 2, None]), "record 2: field 'bbox': malformed"),
+    (_record(bbox=[0, 0, 2, math.nan]), "record 2: field 'bbox': malformed"),
+    (_record(bbox=[0, 0, 2, 3, 4]), "record 2: field 'bbox': malformed"),
+    (_record(bbox={"x": 0}), "record 2: field 'bbox': malformed"),
     (_record(bbox=[0, 0, 2]), "record 2: field 'bbox': malformed"),
     (_record(bbox=[0, 0, -2, 3]), "record 2: field 'bbox': malformed"),
     (_record(bbox=[0, math.inf, 2, 3]), "record 2: field 'bbox': malformed"),
@@ -109,6 +124,24 @@ def test_bad_record_names_file_record_and_field(tmp_path, bad, message):
     good.write_text(json.dumps([_record()]))
     with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
         load_detections([good, path], KNOWN)
+
+
+@pytest.mark.parametrize("bad,message", BAD_RECORDS)
+def test_bad_record_in_python_list(bad, message):
+    with pytest.raises(ValueError, match=re.escape(f"<list>: {message}")):
+        load_detections([_record(), _record(), bad], KNOWN)
+
+
+def test_numpy_scalars_and_zero_size_boxes_are_accepted():
+    recs = [
+        _record(image_id=np.int64(2), category_id=np.int32(11), score=np.float32(0.25)),
+        _record(bbox=[np.float64(1), 2, 0, 0], score=1),  # w = h = 0 is allowed, int score too
+    ]
+    dets = load_detections(recs, KNOWN)
+    np.testing.assert_array_equal(dets.image_id, [2, 1])
+    np.testing.assert_array_equal(dets.category_id, [11, 10])
+    np.testing.assert_allclose(dets.score, [0.25, 1.0])
+    np.testing.assert_array_equal(dets.bbox[1], [1, 2, 0, 0])
 
 
 def test_bad_files(tmp_path):

@@ -98,36 +98,69 @@ def _required(iou_type: str) -> tuple[str, ...]:
     return ("image_id", "category_id", geometry, "score")
 
 
+def _is_int(value: Any) -> bool:
+    """A JSON / Python / numpy integer; ``True`` and ``"3"`` are not."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, str)
+    """A JSON / Python / numpy real number; ``True``, ``"0.5"`` and ``None`` are not."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _type_name(value: Any) -> str:
+    return f"{_short(value)} ({type(value).__name__})"
+
+
+def _record_problem(rec: Any, iou_type: str) -> str | None:
+    """Why one record is malformed (``"field 'x': ..."``), or None. Unknown ids, non-finite
+    scores and negative sizes are checked later, column-wise."""
+    if not isinstance(rec, dict):
+        return f"expected an object, got {_short(rec)}"
+    for field in _required(iou_type):
+        if field not in rec:
+            return f"missing field '{field}'"
+    for field in ("image_id", "category_id"):
+        if not _is_int(rec[field]):
+            return f"field '{field}': not an integer: {_type_name(rec[field])}"
+    if not _is_number(rec["score"]):
+        kind = "a finite number" if rec["score"] is None else "a number"
+        return f"field 'score': not {kind}: {_type_name(rec['score'])}"
+    box = rec.get("bbox") if iou_type == "bbox" else None
+    if iou_type == "bbox" and not (
+        isinstance(box, list | tuple) and len(box) == 4 and all(_is_number(v) for v in box)
+    ):
+        return f"field 'bbox': malformed, expected [x, y, width, height] numbers, got {_short(box)}"
+    return None
 
 
 def _raise_first_bad_record(records: list, source: str, iou_type: str) -> None:
-    """Slow path, only after the fast column extraction failed: name the first bad record."""
+    """Slow path, only after the fast checks failed: name the first bad record."""
     for i, rec in enumerate(records):
-        where = f"{source}: record {i}"
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected an object, got {_short(rec)}")
-        for field in _required(iou_type):
-            if field not in rec:
-                raise ValueError(f"{where}: missing field '{field}'")
-        for field in ("image_id", "category_id", "score"):
-            if not _is_number(rec[field]):
-                raise ValueError(f"{where}: field '{field}': not a number ({_short(rec[field])})")
-        box = rec.get("bbox") if iou_type == "bbox" else None
-        if iou_type == "bbox" and not (
-            isinstance(box, list | tuple) and len(box) == 4 and all(_is_number(v) for v in box)
-        ):
-            raise ValueError(
-                f"{where}: field 'bbox': malformed, expected [x, y, width, height], "
-                f"got {_short(box)}"
-            )
+        why = _record_problem(rec, iou_type)
+        if why:
+            raise ValueError(f"{source}: record {i}: {why}")
+
+
+def _types_ok(records: list, iou_type: str) -> bool:
+    """Fast strictness check over the sets of value types (a few set lookups per record):
+    ids are integers, score and box entries are real numbers, never bools or strings."""
+    ints = {type(r["image_id"]) for r in records} | {type(r["category_id"]) for r in records}
+    reals = {type(r["score"]) for r in records}
+    if iou_type == "bbox":
+        if not {type(r["bbox"]) for r in records} <= {list, tuple}:
+            return False
+        reals |= {type(v) for r in records for v in r["bbox"]}
+    bad_int = any(
+        not issubclass(t, int | np.integer) or issubclass(t, bool | np.bool_) for t in ints
+    )
+    bad_real = any(
+        not issubclass(t, int | float | np.integer | np.floating) or issubclass(t, bool | np.bool_)
+        for t in reals
+    )
+    return not (bad_int or bad_real)
 
 
 def _first(bad: np.ndarray) -> int | None:
@@ -235,9 +268,11 @@ def detections_from_records(
             cols["bbox"] = np.array([r["bbox"] for r in records], dtype=np.float64)
         elif any("segmentation" not in r for r in records):
             raise KeyError("segmentation")
-    except (KeyError, TypeError, ValueError, IndexError):
+        if not _types_ok(records, iou_type):
+            raise TypeError("strict types")
+    except (KeyError, TypeError, ValueError, IndexError) as err:
         _raise_first_bad_record(records, source, iou_type)
-        raise
+        raise ValueError(f"{source}: malformed detections ({err})") from None
     i = _first(~np.isfinite(cols["score"]))
     if i is not None:
         raise ValueError(

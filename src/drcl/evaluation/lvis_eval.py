@@ -34,6 +34,7 @@ from drcl.evaluation.detections import (
     load_detections,
     masks_to_rle,
 )
+from drcl.evaluation.ground_truth import drop_unknown_ids, validate_ground_truth
 from drcl.evaluation.groups import GROUPS, ClassInfo, class_info
 from drcl.utils.io import read_json
 
@@ -99,9 +100,18 @@ def _federated_keys(data: dict[str, Any], known: KnownIds) -> np.ndarray:
     return np.unique(img_idx * k + cat_idx)
 
 
-def prepare_ground_truth(gt: str | os.PathLike | dict[str, Any]) -> GroundTruth:
-    """Read (if a path) and index a COCO/LVIS ground-truth json."""
+def prepare_ground_truth(
+    gt: str | os.PathLike | dict[str, Any], iou_type: str = "bbox"
+) -> GroundTruth:
+    """Read (if a path), check and index a COCO/LVIS ground-truth json.
+
+    Missing required keys raise ``ValueError`` (file, record, field); ids that point nowhere are
+    warned about and left out (``drcl.evaluation.ground_truth``).
+    """
     raw = _load_json(gt, "gt")
+    name = os.fspath(gt) if isinstance(gt, str | os.PathLike) else "<gt>"
+    validate_ground_truth(raw, name, iou_type)
+    raw = drop_unknown_ids(raw, name)
     data = dict(raw, annotations=_copy_annotations(raw["annotations"]))
     sizes = {im["id"]: (im.get("height", 0), im.get("width", 0)) for im in data["images"]}
     known = KnownIds(
@@ -304,7 +314,7 @@ def evaluate_detections(
         ValueError: bad detections (naming file, record and field) or options.
     """
     _check_options(iou_type, rules, max_dets)
-    truth = prepare_ground_truth(gt)
+    truth = prepare_ground_truth(gt, iou_type)
     train = None if train_ann is None else _load_json(train_ann, "train_ann")
     info = class_info(truth.data["categories"], train)
     cap = int(max_dets) if rules == "lvis" else None

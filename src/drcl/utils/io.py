@@ -42,9 +42,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = No
 def read_json(path: str | os.PathLike) -> Any:
     """Read json, turning a decode error into a message that names the file and position."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, expected a json file")
     try:
         with open(path) as fh:
             return json.load(fh)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text (UTF-8) json file: {err.reason}") from err
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
