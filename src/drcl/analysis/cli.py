@@ -74,7 +74,7 @@ def _attention_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-dir", help="image folder (default data.val_images)")
     p.add_argument("--category-id", type=int, help="class to explain (default: largest object)")
     p.add_argument("--layer", default="backbone.fpn", help="'backbone.fpn[:level]' or a module")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     return p
 

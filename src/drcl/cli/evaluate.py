@@ -26,9 +26,11 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     from drcl.evaluation.format import format_metrics
     from drcl.evaluation.lvis_eval import json_safe
     from drcl.finetune.runner import evaluate_checkpoint, iou_types_of
-    from drcl.utils.io import atomic_write_json
+    from drcl.utils.io import atomic_write_json, check_output_file
 
     cfg = load_config(args.config, args.overrides)
+    if args.out:
+        check_output_file(args.out)
     work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent / "eval")
     result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg))
     if not result:  # ranks other than 0 return {}
@@ -45,19 +47,32 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``drcl evaluate``; returns the exit code (2: wrong arguments)."""
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint):
-            log.error("drcl evaluate: --config and --checkpoint go together")
+            log.error("drcl evaluate: error: --config and --checkpoint go together")
             return USAGE_ERROR
         return _evaluate_checkpoint(args)
     if not (args.gt and args.dets):
-        log.error("drcl evaluate: give --gt and --dets (or --config and --checkpoint)")
+        log.error("drcl evaluate: error: give --gt and --dets (or --config and --checkpoint)")
+        return USAGE_ERROR
+    if args.overrides:  # key=value only means something with --config
+        log.error(
+            "drcl evaluate: error: unrecognized arguments: %s (key=value overrides need "
+            "--config and --checkpoint)",
+            " ".join(args.overrides),
+        )
         return USAGE_ERROR
     from drcl.evaluation.format import format_metrics
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
-    from drcl.utils.io import atomic_write_json
+    from drcl.utils.io import atomic_write_json, check_output_file
 
+    if args.out:
+        check_output_file(args.out)  # before the (possibly long) evaluation, not after
     # --dets may be a glob of per-rank files ('dets_rank*.json'): they are merged.
     metrics = evaluate_detections(
-        args.gt, args.dets, iou_type=args.iou_type, train_ann=args.train_ann
+        args.gt,
+        args.dets,
+        iou_type=args.iou_type,
+        train_ann=args.train_ann,
+        max_dets=getattr(args, "max_dets", 300),
     )
     log.info("%s", format_metrics(metrics))
     if args.out:

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+from pickle import UnpicklingError
 
 from drcl.analysis.cli import cli_analyze
 from drcl.cli.ablate import cli_ablate
@@ -27,6 +28,7 @@ from drcl.proposals.cli import cli_proposals
 from drcl.report.cli import cli_report
 
 log = logging.getLogger("drcl")
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -44,7 +46,11 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         "check", help="validate a COCO/LVIS json and its images; exit 1 on problems"
     )
     p.add_argument("ann", help="annotation json")
-    p.add_argument("--images", help="image folder (file_name is relative to it)")
+    p.add_argument(
+        "--images",
+        help="image root: file_name is relative to it, or for LVIS v1 (coco_url) the COCO root "
+        "holding train2017/ and val2017/",
+    )
     p.add_argument(
         "--fix-out", help="write a cleaned copy here (drops what cannot be repaired, clips boxes)"
     )
@@ -57,10 +63,22 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cli_stats)
 
     p = dsub.add_parser("make-demo", help="generate the embedded long-tailed demo dataset")
-    p.add_argument("out_dir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=["small", "medium"], default="small")
+    p.add_argument("out_dir", help="folder to create (train/val json and images)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
+    p.add_argument(
+        "--size", choices=["small", "medium"], default="small", help="dataset size preset"
+    )
     p.set_defaults(handler=cli_make_demo)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,12 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="LVIS-style AP/APr/APc/APf (and COCO-LT AP1..AP4)")
     p.add_argument("--gt", help="ground-truth json (LVIS or COCO format)")
     p.add_argument("--dets", help="detections, COCO results format json")
-    p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
+    p.add_argument(
+        "--iou-type", choices=["bbox", "segm"], default="bbox", help="boxes or masks (default bbox)"
+    )
+    p.add_argument(
+        "--max-dets",
+        type=_positive_int,
+        default=300,
+        help="detections kept per image over all classes, and maxDets (LVIS: 300)",
+    )
     p.add_argument("--train-ann", help="training json for frequency groups and COCO-LT bins")
     p.add_argument("--config", help="run config (with --checkpoint: run inference first)")
     p.add_argument("--checkpoint", help="detector checkpoint to evaluate on data.val_ann")
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")
-    p.add_argument("--out", help="metrics json")
+    p.add_argument("--out", help="metrics json (checked writable before evaluating)")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     p.set_defaults(handler=cli_evaluate)
 
@@ -94,42 +120,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="2DRCL pre-training")
     _add_config_args(p)
-    p.add_argument("--work-dir", required=True)
+    p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, config")
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
     p.set_defaults(handler=cli_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune Faster / Mask R-CNN")
     _add_config_args(p)
-    p.add_argument("--work-dir", required=True)
+    p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
     p.add_argument("--init", help="pre-trained weights (safetensors)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
     p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser("analyze", help="error breakdown, classifier weight norms, attention maps")
-    p.add_argument("what", choices=["errors", "weight-norms", "attention"])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("what", choices=["errors", "weight-norms", "attention"], help="which analysis")
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="its arguments (drcl analyze WHAT --help)"
+    )
     p.set_defaults(handler=cli_analyze)
 
     p = sub.add_parser("report", help="one folder with tables and plots comparing runs")
     p.add_argument("runs", nargs="+", help="run dirs, optionally NAME=DIR")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="report folder (replaced atomically)")
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
     p.set_defaults(handler=cli_report)
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
-    p.add_argument("checkpoint")
-    p.add_argument("--to", choices=["torchvision", "detectron2", "mmdet"], required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("checkpoint", help="drcl weights (.safetensors, or a finetune .pt checkpoint)")
+    p.add_argument(
+        "--to",
+        choices=["torchvision", "detectron2", "mmdet"],
+        required=True,
+        help="target library's key layout",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file; the suffix picks the format: .pth / .pt = torch file of plain "
+        "tensors (detectron2, mmdet, torchvision load it), .pkl = detectron2's pickle, "
+        ".safetensors = safetensors; any other suffix is refused",
+    )
     p.set_defaults(handler=cli_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset, on CPU")
-    p.add_argument("--work-dir", default="work/demo")
+    p.add_argument("--work-dir", default="work/demo", help="run folder (default work/demo)")
     p.set_defaults(handler=cli_demo)
 
     p = sub.add_parser("ablate", help="the paper's ablation grid (HCL, LCL, DRB, AR, SR)")
     _add_config_args(p)
-    p.add_argument("--work-dir", required=True)
+    p.add_argument("--work-dir", required=True, help="folder for all runs of the grid")
     p.set_defaults(handler=cli_ablate)
     return parser
 
@@ -149,6 +188,13 @@ class _StdStream(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; always follow sys
         pass
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        # A closed stdout (`drcl ... | head`) must reach main(), which exits quietly; logging
+        # would otherwise print "--- Logging error ---" and a traceback to stderr.
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            raise
+        super().handleError(record)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._max_level is not None and record.levelno >= self._max_level:
@@ -177,6 +223,30 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``drcl ARGV``; return the exit code (0 ok, 1 user error, 2 usage, 3 not implemented).
+
+    A closed stdout (``drcl evaluate ... | head -3``) ends the command quietly with 141, the
+    shell's code for a process killed by SIGPIPE, as ``head`` users expect of Unix tools.
+    """
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe must fail here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_EXIT
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush cannot print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (pytest) or already closed
+        pass
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     # overrides may come after options (`--work-dir D train.lr=0.1`): collect leftovers
     args, extra = parser.parse_known_args(argv)
@@ -198,9 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             key,
         )
         return 1
-    except (FileNotFoundError, ValueError, FloatingPointError) as err:
-        # User-facing errors (bad config, bad data, missing files): one clear line, exit 1.
-        # (ConfigError is a ValueError.)
+    except BrokenPipeError:
+        raise
+    except (ValueError, FloatingPointError, OSError, UnpicklingError) as err:
+        # User-facing errors (bad config, bad data, missing or unreadable files): one clear
+        # line, exit 1. (ConfigError is a ValueError; OSError covers folders given for files,
+        # permissions, full disks.)
         log.error("drcl %s: error: %s", args.command, user_message(err))
         return 1
 
@@ -208,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
 def user_message(err: BaseException) -> str:
     """The message of ``err``; for an error re-raised from a DataLoader worker (which carries
     the worker's whole traceback), only its last line, the original error."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    if isinstance(err, UnpicklingError):
+        return "not a checkpoint that loads without running code (weights_only); refused"
     text = str(err)
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1]

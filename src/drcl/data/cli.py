@@ -25,8 +25,11 @@ def cli_check(args: argparse.Namespace) -> int:
     still describes the input.
     """
     from drcl.data.check import _summary, check_annotations, fix_annotations
+    from drcl.utils.io import check_output_file
 
     max_print = getattr(args, "max_print", 200)
+    if getattr(args, "fix_out", None):
+        check_output_file(args.fix_out, "--fix-out")
     problems = check_annotations(args.ann, args.images)
     rank = {"error": 0, "warning": 1, "info": 2}  # errors first when --max-print truncates
     _print_limited([str(p) for p in sorted(problems, key=lambda p: rank[p.severity])], max_print)
@@ -42,7 +45,10 @@ def cli_check(args: argparse.Namespace) -> int:
 def cli_stats(args: argparse.Namespace) -> int:
     """``drcl data stats ANN [--out PNG]``: print the tables, write the long-tail plot."""
     from drcl.data.stats import write_stats
+    from drcl.utils.io import check_output_file
 
+    if args.out:
+        check_output_file(args.out)
     write_stats(args.ann, args.out)
     return 0
 
@@ -50,8 +56,9 @@ def cli_stats(args: argparse.Namespace) -> int:
 def cli_make_demo(args: argparse.Namespace) -> int:
     """``drcl data make-demo OUT [--seed S] [--size small|medium]``."""
     from drcl.data.demo import make_demo_dataset, summarize
-    from drcl.utils.io import read_json
+    from drcl.utils.io import check_output_dir, read_json
 
+    check_output_dir(args.out_dir, "OUT_DIR")
     start = time.perf_counter()
     paths = make_demo_dataset(args.out_dir, seed=args.seed, size=args.size)
     seconds = time.perf_counter() - start

@@ -10,8 +10,11 @@ log = logging.getLogger(__name__)
 
 def cli_export(args: argparse.Namespace) -> int:
     """``drcl export CHECKPOINT --to {torchvision,detectron2,mmdet} --out FILE``."""
-    from drcl.export.convert import _read_state, export_state, save_exported
+    from drcl.export.convert import _read_state, export_format, export_state, save_exported
+    from drcl.utils.io import check_output_file
 
+    export_format(args.out)  # a wrong suffix or an unwritable path fails before any reading
+    check_output_file(args.out)
     state = _read_state(args.checkpoint)
     result = export_state(state, args.to)
     if not result.state:

@@ -258,10 +258,35 @@ def _read_state(path: str | os.PathLike) -> dict[str, Tensor]:
     return state
 
 
-def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike) -> Path:
-    """Write ``state`` atomically: ``.pth`` as each library's checkpoint dict, else safetensors.
+TORCH_SUFFIXES = (".pth", ".pt", ".pkl")
+EXPORT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
 
-    ``.pth``: detectron2 ``{'model': state, '__author__': 'drcl'}`` (read by
+
+def export_format(out: str | os.PathLike) -> str:
+    """``'torch'`` for ``.pth`` / ``.pt`` / ``.pkl``, ``'safetensors'`` for ``.safetensors``.
+
+    The suffix decides, because the loaders decide by it too (detectron2 unpickles ``.pth`` /
+    ``.pkl`` files; a safetensors file named ``.pt`` fails there with an UnpicklingError).
+
+    Raises:
+        ValueError: any other suffix.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return "torch"  # .pkl: a plain pickle, detectron2's convention (_save_detectron2_pkl)
+    if suffix == ".safetensors":
+        return "safetensors"
+    raise ValueError(
+        f"--out {out}: unknown suffix {suffix or '(none)'!r}; use .pth or .pt (torch "
+        f"file of plain tensors, for detectron2 / mmdet / torchvision), .pkl (detectron2's "
+        f"pickle) or .safetensors"
+    )
+
+
+def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike) -> Path:
+    """Write ``state`` atomically in the format of ``out``'s suffix (see ``export_format``).
+
+    torch files: detectron2 ``{'model': state, '__author__': 'drcl'}`` (read by
     ``DetectionCheckpointer``), mmdetection ``{'state_dict': state, 'meta': {...}}`` (read by
     mmengine's ``load_checkpoint``), torchvision the plain state dict.
     """
@@ -270,7 +295,9 @@ def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike)
     out = Path(out)
     # safetensors refuses shared or non-contiguous storage; torch.save keeps views' storage.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    if out.suffix == ".pth":
+    if out.suffix.lower() == ".pkl":
+        return _save_detectron2_pkl(state, target, out)
+    if export_format(out) == "torch":
         wrapped = {
             "detectron2": lambda s: {"model": s, "__author__": "drcl"},
             "mmdet": lambda s: {"state_dict": s, "meta": {"converted_from": "drcl/torchvision"}},
@@ -280,3 +307,22 @@ def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike)
     from safetensors.torch import save_file
 
     return atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"layout": target}))
+
+
+def _save_detectron2_pkl(state: dict[str, Tensor], target: str, out: Path) -> Path:
+    """detectron2's ``.pkl`` convention (its model zoo): a plain pickle of
+    ``{'model': {name: numpy array}, '__author__': ...}``, read by ``DetectionCheckpointer`` with
+    ``pickle.load``; torch's zip format would fail there, and mmengine reads only torch files."""
+    import pickle
+
+    from drcl.utils.io import atomic_write
+
+    if target != "detectron2":
+        raise ValueError(f"--out {out}: .pkl is detectron2's format; for {target} use .pth or .pt")
+    arrays = {k: v.numpy() for k, v in state.items()}
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            pickle.dump({"model": arrays, "__author__": "drcl"}, fh, protocol=4)
+
+    return atomic_write(out, _write)

@@ -9,6 +9,9 @@ def cli_proposals(args: argparse.Namespace) -> int:
     """Load the config and run :func:`drcl.proposals.runner.run_proposals`."""
     from drcl.config import load_config
     from drcl.proposals.runner import run_proposals
+    from drcl.utils.io import check_output_file
 
-    run_proposals(load_config(args.config, args.overrides), args.out)
+    cfg = load_config(args.config, args.overrides)
+    check_output_file(args.out)  # before the (possibly long) detector run
+    run_proposals(cfg, args.out)
     return 0

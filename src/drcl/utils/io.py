@@ -65,3 +65,36 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise ValueError(f"work dir {path} is not writable: {err.strerror or err}") from err
     return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Prove that a file can be written at ``path`` *before* any work is done.
+
+    Refuses a path that is an existing folder, whose parent is a file, or whose folder cannot be
+    created or written to. Creates missing parent folders (as the atomic writers do); writes and
+    removes a probe file next to the target, so an existing target is left untouched.
+
+    Raises:
+        ValueError: one line naming ``what`` and the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path}: is a folder, expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot write there: {err.strerror or err}") from None
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Like ``ensure_writable_dir`` but naming the option: refuses an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path}: is a file, expected a folder")
+    try:
+        return ensure_writable_dir(path)
+    except ValueError as err:
+        raise ValueError(f"{what} {path}: {str(err).split(': ', 1)[-1]}") from None

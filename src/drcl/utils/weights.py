@@ -86,9 +86,11 @@ def _load_any(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle / zip / weights_only refusals raise many types
+        # Not torch's text: it advises weights_only=False, which would let the file run code.
         raise ValueError(
-            f"{path}: not a readable safetensors or torch weights file: {_first_line(err)}"
-        ) from err
+            f"{path}: not a readable safetensors or torch weights file, not a checkpoint "
+            f"({type(err).__name__})"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:
