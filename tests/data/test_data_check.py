@@ -324,7 +324,7 @@ def test_fix_details(write_dataset, tiny_data, tmp_path):
     changes = fix_annotations(ann, out, image_dir)
     fixed = json.loads(out.read_text())
     assert [i["id"] for i in fixed["images"]] == [1, 3]
-    assert fixed["images"][0]["neg_category_ids"] == [2]
+    assert fixed["images"][0]["neg_category_ids"] == []  # 77 unknown; 2 is annotated there
     assert [a["id"] for a in fixed["annotations"]] == [10, 11]
     assert fixed["annotations"][0]["bbox"] == [35, 1, 5, 3]
     assert fixed["annotations"][1]["area"] == 25.0
@@ -337,8 +337,10 @@ def test_fix_details(write_dataset, tiny_data, tmp_path):
     assert "annotation 20: dropped: category_id: unknown category id 9" in text
     assert any(t.startswith("annotation 10: clipped bbox: ") for t in text)
     assert "annotation 11: set area: area = bbox width * height" in text
-    assert any(t.startswith("image 1: filtered neg_category_ids") for t in text)
-    assert len(changes) == 8
+    assert "image 1: filtered neg_category_ids: unknown category ids [77]" in text
+    both = "category ids [2] are annotated on this image and also listed as negative"
+    assert f"image 1: filtered neg_category_ids: {both}" in text
+    assert len(changes) == 9
 
 
 def test_fix_cascades_dropped_category(write_dataset, tiny_data, tmp_path):

@@ -47,8 +47,10 @@ def test_check_max_print(write_dataset, tiny_data, capsys):
     ann, _, _ = write_dataset(tiny_data, images=False)
     assert main(["data", "check", str(ann), "--max-print", "1"]) == 1
     out = capsys.readouterr().out.splitlines()
-    # 4 bad boxes; so both categories unused (2 warnings), all 3 images empty (3 infos)
-    assert out[1] == "... 8 more not printed (--max-print)"
+    # 4 bad boxes; so both categories unused (2 warnings), all 3 images empty (3 infos):
+    # 3 distinct findings, one line each
+    assert out[0].endswith("(4 annotations; first 3 shown)")
+    assert out[1] == "... 2 more not printed (--max-print)"
     assert out[2].endswith("4 errors, 2 warnings, 3 infos (errors by record kind: annotation: 4)")
 
 

@@ -19,12 +19,13 @@ def _print_limited(lines: list, max_print: int) -> None:
 def cli_check(args: argparse.Namespace) -> int:
     """``drcl data check ANN [--images DIR] [--fix-out OUT] [--max-print N]``.
 
-    Problems are printed errors first, then warnings, then infos. Exit 0 when the input has no
-    errors (warnings and infos allowed), else 1. With ``--fix-out``
+    Problems are printed errors first, then warnings, then infos; identical findings on many
+    records are one line with their count and the first 3 ids (``group_problems``). Exit 0
+    when the input has no errors (warnings and infos allowed), else 1. With ``--fix-out``
     a cleaned copy is written, its changes printed and the copy checked again; the exit code
     still describes the input.
     """
-    from drcl.data.check import _summary, check_annotations, fix_annotations
+    from drcl.data.check import _summary, check_annotations, fix_annotations, group_problems
     from drcl.utils.io import check_output_file
 
     max_print = getattr(args, "max_print", 200)
@@ -32,7 +33,8 @@ def cli_check(args: argparse.Namespace) -> int:
         check_output_file(args.fix_out, "--fix-out")
     problems = check_annotations(args.ann, args.images)
     rank = {"error": 0, "warning": 1, "info": 2}  # errors first when --max-print truncates
-    _print_limited([str(p) for p in sorted(problems, key=lambda p: rank[p.severity])], max_print)
+    ordered = sorted(problems, key=lambda p: rank[p.severity])
+    _print_limited(group_problems(ordered), max_print)
     log.info(f"{args.ann}: {_summary(problems)}")
     if getattr(args, "fix_out", None):
         changes = fix_annotations(args.ann, args.fix_out, args.images)
