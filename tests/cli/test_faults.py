@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the fault table reads best one fault per line)
 """Hostile input at the command line: one clear line on stderr, a non-zero exit, no traceback.
 
 Each fault runs ``drcl.cli.main.main(argv)`` in-process (fast); an exception escaping ``main``
