@@ -13,7 +13,9 @@ convfc_bbox_head.py`` (``shared_fcs.0/1``).
 from __future__ import annotations
 
 import argparse
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -235,9 +237,53 @@ def test_cli_rejects_files_without_our_layout(tmp_path):
     assert not (tmp_path / "x.pth").exists()
     text = tmp_path / "notes.pt"
     text.write_text("not weights")
-    with pytest.raises(ValueError, match="notes.pt: not a readable safetensors or torch weights"):
+    with pytest.raises(ValueError, match="notes.pt: not a checkpoint") as err:
         cli_export(_args(text, "mmdet", tmp_path / "y.pth"))
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
     ddp = tmp_path / "ddp.pt"
     torch.save({"model": {f"module.{k}": v for k, v in _state(18, "bn").items()}}, ddp)
     assert cli_export(_args(ddp, "mmdet", tmp_path / "mm.safetensors")) == 0
     assert "backbone.conv1.weight" in load_file(str(tmp_path / "mm.safetensors"))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".PT"])
+@pytest.mark.parametrize("target", ["torchvision", "detectron2", "mmdet"])
+def test_torch_suffixes_give_torch_files(tmp_path, suffix, target):
+    src = tmp_path / "pre.safetensors"
+    save_file(_state(18, "bn"), str(src))
+    out = tmp_path / f"w{suffix}"
+    assert cli_export(_args(src, target, out)) == 0
+    assert zipfile.is_zipfile(out)  # torch.save's format, never safetensors under a torch suffix
+    obj = torch.load(out, weights_only=True)
+    state = {"detectron2": lambda o: o["model"], "mmdet": lambda o: o["state_dict"]}.get(
+        target, lambda o: o
+    )(obj)
+    assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_pkl_is_detectron2s_plain_pickle(tmp_path):
+    import pickle
+
+    src = tmp_path / "pre.safetensors"
+    save_file(_state(18, "bn"), str(src))
+    out = tmp_path / "d2.pkl"
+    assert cli_export(_args(src, "detectron2", out)) == 0
+    with open(out, "rb") as fh:  # what DetectionCheckpointer does for .pkl
+        obj = pickle.load(fh, encoding="latin1")
+    assert obj["__author__"] == "drcl"
+    pth = tmp_path / "d2.pth"
+    cli_export(_args(src, "detectron2", pth))
+    ref = torch.load(pth, weights_only=True)["model"]
+    assert obj["model"].keys() == ref.keys()
+    for k, v in ref.items():
+        np.testing.assert_array_equal(obj["model"][k], v.numpy())
+    with pytest.raises(ValueError, match=r"\.pkl is detectron2's format; for mmdet use \.pth"):
+        cli_export(_args(src, "mmdet", tmp_path / "mm.pkl"))
+
+
+@pytest.mark.parametrize("name", ["w.bin", "w", "w.safetensor", "w.ckpt"])
+def test_other_suffixes_are_refused_before_reading(tmp_path, name):
+    missing = tmp_path / "not_there.safetensors"  # the suffix is checked before the input
+    with pytest.raises(ValueError, match="unknown suffix"):
+        cli_export(_args(missing, "detectron2", tmp_path / name))
+    assert not (tmp_path / name).exists()
