@@ -67,3 +67,27 @@ def test_checkpoint_mode_delegates(tmp_path, monkeypatch, capsys):
     # without --out, the metrics go to WORK_DIR/metrics.json
     assert main(argv[:-2] + ["--work-dir", str(tmp_path / "w2")]) == 0
     assert (tmp_path / "w2" / "metrics.json").exists()
+
+
+def test_evaluate_without_groups_says_so(tmp_path, capsys):
+    gt, dets = lvis_case(seed=0, frequency=False)
+    for c in gt["categories"]:
+        c["image_count"] = 1  # the evaluation file's own counts: never turned into groups
+    args = ["evaluate", "--gt", _write(tmp_path / "gt.json", gt)]
+    assert main([*args, "--dets", _write(tmp_path / "dets.json", dets)]) == 0
+    out = capsys.readouterr().out
+    assert "frequency groups: unavailable (APr/APc/APf not computed)" in out
+    assert "note: APr/APc/APf and AP1..AP4 unavailable" in out and "--train-ann" in out
+    assert "APr" not in out.split("note:")[0] and "r/c/f =" not in out
+
+
+def test_evaluate_labels_counts_from_the_evaluation_file(tmp_path, capsys):
+    gt, dets = lvis_case(seed=0)
+    for c in gt["categories"]:
+        c["instance_count"] = 1
+    args = ["evaluate", "--gt", _write(tmp_path / "gt.json", gt)]
+    assert main([*args, "--dets", _write(tmp_path / "dets.json", dets)]) == 0
+    out = capsys.readouterr().out
+    assert "COCO-LT bins by counts from the evaluation file, not training" in out
+    assert "rarest classes (by counts from the evaluation file, not training)" in out
+    assert "training instances" not in out

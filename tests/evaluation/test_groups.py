@@ -44,10 +44,42 @@ def test_class_info_sources_and_priority():
     # the json's own frequency field wins; instance counts come from the training json
     assert info.cat_ids == [1, 2] and info.groups == ["r", "f"]
     assert info.groups_source == "frequency" and info.bins == [2, 1]
+    # both sources present and disagreeing on both classes: say which one is used, and how many
+    assert info.notes == [
+        "frequency groups from the gt's 'frequency' field; the LVIS rule on --train-ann's "
+        "image counts gives another group for 2 of 2 classes"
+    ]
     for c in cats:
         del c["frequency"]
+    # neither frequency nor training counts: the evaluation file's own image_count must not
+    # make groups (it describes the evaluation set)
     info = class_info(cats)
-    assert info.groups == ["f", "r"] and info.groups_source == "image_count"
+    assert info.groups == [None, None] and info.groups_source is None
     assert info.bins == [None, None] and info.bins_source is None
+    assert info.notes == [
+        "APr/APc/APf and AP1..AP4 unavailable: no frequency groups; pass --train-ann TRAIN.json "
+        "(or use a gt with categories[].frequency)"
+    ]
     with pytest.raises(ValueError, match="field 'frequency': unknown values \\['x'\\]"):
         class_info([{"id": 1, "frequency": "x"}])
+
+
+def test_counts_from_the_evaluation_file_are_labelled(caplog):
+    cats = [
+        {"id": 1, "name": "awning", "frequency": "f", "image_count": 1, "instance_count": 1},
+        {"id": 2, "name": "b", "frequency": "r", "image_count": 3, "instance_count": 30},
+    ]
+    info = class_info(cats)
+    assert info.groups == ["f", "r"] and info.bins == [1, 2]
+    assert info.bins_source == "instance_count"
+    assert info.notes == [
+        "per-class counts and COCO-LT bins: counts from the evaluation file, not training; "
+        "pass --train-ann TRAIN.json (or use a gt with categories[].frequency)"
+    ]
+    assert caplog.text.count("counts from the evaluation file") == 1  # warned once
+
+
+def test_agreeing_sources_give_no_note():
+    cats = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "c"}]
+    info = class_info(cats, train_json({1: (3, 3), 2: (50, 60)}))
+    assert info.notes == [] and info.groups == ["r", "c"]

@@ -201,7 +201,7 @@ def _polygon_extent(segm: Any) -> list[float] | None:
 
 def _close(a: list[float], b: list[float], scale: float) -> bool:
     tol = max(2.0, 0.1 * scale)  # pixels: polygon rounding and loose boxes stay "close"
-    return all(abs(u - v) <= tol for u, v in zip(a, b))
+    return all(abs(u - v) <= tol for u, v in zip(a, b, strict=True))
 
 
 def _box_format_issues(ann: dict, size: tuple[int, int] | None) -> list[_Issue]:

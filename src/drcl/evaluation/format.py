@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drcl.evaluation.groups import EVAL_FILE_COUNTS
+
 
 def _pct(value: float | None) -> str:
     """AP fraction as a percentage with one decimal; '-' for NaN/None."""
@@ -37,15 +39,24 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         f"{metrics['iou_type']} AP ({metrics['rules']} rules, maxDets={metrics['max_dets']}, "
         f"{metrics['num_images']} images, {metrics['num_detections']} detections evaluated)",
         *_row(["AP", "AP50", "AP75", "APs", "APm", "APl"], metrics),
-        f"frequency groups (from {metrics['groups_source'] or 'nowhere: unknown'}; classes "
-        f"r/c/f = {counts['r']}/{counts['c']}/{counts['f']})",
-        *_row(["APr", "APc", "APf"], metrics),
     ]
+    lines += [f"note: {n}" for n in metrics.get("notes", [])]
+    if metrics["groups_source"]:
+        lines.append(
+            f"frequency groups (from {metrics['groups_source']}; classes "
+            f"r/c/f = {counts['r']}/{counts['c']}/{counts['f']})"
+        )
+        lines += _row(["APr", "APc", "APf"], metrics)
+    else:
+        lines.append("frequency groups: unavailable (APr/APc/APf not computed)")
+    eval_counts = metrics["bins_source"] == "instance_count"
+    label = EVAL_FILE_COUNTS if eval_counts else "training instances"
     if "AP1" in metrics:
-        lines.append(f"COCO-LT bins by training instances (from {metrics['bins_source']})")
+        lines.append(f"COCO-LT bins by {label} (from {metrics['bins_source']})")
         lines += _row(["AP1", "AP2", "AP3", "AP4"], metrics)
     rarest, key = _rarest(per_class)
-    lines.append(f"rarest classes (by {key.replace('_', ' ')}):")
+    by = key.replace("_", " ") if not eval_counts or key == "group" else label
+    lines.append(f"rarest classes (by {by}):")
     lines.append(f"{'id':>6}  {'name':<24} {'group':>5} {'count':>8} {'AP':>6}")
     for c in rarest:
         count = c.get(key) if key != "group" else None

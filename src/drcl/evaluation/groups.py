@@ -8,11 +8,17 @@ bins classes by the number of *training instances*: [1, 20), [20, 400), [400, 80
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from drcl.data.groups import COCOLT_EDGES, class_counts, cocolt_bin, lvis_frequency
 from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
+
+EVAL_FILE_COUNTS = "counts from the evaluation file, not training"
+HOW_TO_GET = "pass --train-ann TRAIN.json (or use a gt with categories[].frequency)"
+
+logger = logging.getLogger(__name__)
 
 
 def coco_lt_bin(instance_count: int) -> int | None:
@@ -32,9 +38,10 @@ class ClassInfo:
         bins: K COCO-LT bins 1..4, or None where unknown / no training instance.
         train_images: K training image counts, or None where unknown.
         train_instances: K training instance counts, or None where unknown.
-        groups_source: where the groups came from ('frequency', 'train_ann', 'image_count') or
-            None.
+        groups_source: where the groups came from ('frequency', 'train_ann') or None.
         bins_source: where the instance counts came from ('train_ann', 'instance_count') or None.
+        notes: sentences for the reader (counts from the evaluation file, groups unavailable,
+            ``frequency`` and ``--train-ann`` disagreeing); each is also logged once as a warning.
     """
 
     cat_ids: list[int]
@@ -45,6 +52,7 @@ class ClassInfo:
     train_instances: list[int | None]
     groups_source: str | None
     bins_source: str | None
+    notes: list[str] = field(default_factory=list)
 
 
 def _from_field(cats: list[dict[str, Any]], key: str) -> list[Any] | None:
@@ -56,31 +64,45 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
     """Frequency groups and COCO-LT bins of ``categories``.
 
     Groups: the categories' own ``frequency`` field (LVIS jsons carry it), else the LVIS rule on
-    image counts of ``train``, else on the categories' ``image_count`` field. Bins: instance
-    counts of ``train``, else the categories' ``instance_count`` field. Unknown -> None.
+    the image counts of ``train``, else unavailable (None): the evaluation file's own
+    ``image_count`` describes the evaluation set, and the LVIS rule on it would call most classes
+    rare. Bins and the training counts per class: ``train``, else the evaluation file's
+    ``instance_count`` / ``image_count`` fields when its ``frequency`` field says it is an LVIS
+    file (labelled as such in ``notes``), else unavailable.
     """
     cats = sorted(categories, key=lambda c: c["id"])
     ids = [c["id"] for c in cats]
+    k, notes = len(ids), []
+    json_groups = _from_field(cats, "frequency")
+    bad = sorted({g for g in json_groups or [] if g not in GROUPS})
+    if bad:
+        raise ValueError(f"categories: field 'frequency': unknown values {bad}, allowed r, c, f")
     images = instances = None
-    img_src = inst_src = None
+    src = None
     if train is not None:
         img_counts, inst_counts = class_counts(train)
         images = [img_counts.get(i, 0) for i in ids]
         instances = [inst_counts.get(i, 0) for i in ids]
-        img_src = inst_src = "train_ann"
-    else:
+        src = "train_ann"
+    elif json_groups is not None:
         images, instances = _from_field(cats, "image_count"), _from_field(cats, "instance_count")
-        img_src = "image_count" if images is not None else None
-        inst_src = "instance_count" if instances is not None else None
-    groups, groups_source = _from_field(cats, "frequency"), "frequency"
-    if groups is None and images is not None:
-        groups, groups_source = [lvis_frequency(n) for n in images], img_src
+        if images is not None or instances is not None:
+            notes.append(f"per-class counts and COCO-LT bins: {EVAL_FILE_COUNTS}; {HOW_TO_GET}")
+    groups, groups_source = json_groups, "frequency"
+    if groups is None and src == "train_ann":
+        groups, groups_source = [lvis_frequency(n) for n in images], "train_ann"
     elif groups is None:
         groups_source = None
-    bad = sorted({g for g in groups or [] if g not in GROUPS})
-    if bad:
-        raise ValueError(f"categories: field 'frequency': unknown values {bad}, allowed r, c, f")
-    k = len(ids)
+        notes.append(f"APr/APc/APf and AP1..AP4 unavailable: no frequency groups; {HOW_TO_GET}")
+    elif src == "train_ann":
+        differ = sum(g != lvis_frequency(n) for g, n in zip(groups, images, strict=True))
+        if differ:
+            notes.append(
+                f"frequency groups from the gt's 'frequency' field; the LVIS rule on --train-ann's "
+                f"image counts gives another group for {differ} of {k} classes"
+            )
+    for note in notes:
+        logger.warning(note)
     return ClassInfo(
         cat_ids=ids,
         names=[str(c.get("name", c["id"])) for c in cats],
@@ -89,5 +111,6 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
         train_images=list(images) if images is not None else [None] * k,
         train_instances=list(instances) if instances is not None else [None] * k,
         groups_source=groups_source,
-        bins_source=inst_src,
+        bins_source=(src or "instance_count") if instances is not None else None,
+        notes=notes,
     )

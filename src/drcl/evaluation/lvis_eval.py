@@ -331,6 +331,7 @@ def evaluate_detections(
         num_detections=len(detections),
         groups_source=info.groups_source,
         bins_source=info.bins_source,
+        notes=info.notes,
         federated=bool(truth.federated and rules == "lvis"),
     )
     return out
