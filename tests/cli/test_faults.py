@@ -26,7 +26,10 @@ GT = {
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100},
         {"id": 2, "image_id": 2, "category_id": 2, "bbox": [5, 5, 20, 20], "area": 400},
     ],
-    "categories": [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "c"}],
+    "categories": [
+        {"id": 1, "name": "a", "frequency": "r"},
+        {"id": 2, "name": "b", "frequency": "c"},
+    ],
 }
 DET = {"image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.9}
 
