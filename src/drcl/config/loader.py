@@ -11,7 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from drcl.config.schema import Config
+from drcl.config.schema import LOSSES_BY_ARCH, Config
 
 
 class ConfigError(ValueError):
@@ -73,7 +73,18 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise ConfigError(_describe(err, f"override {item!r}")) from err
+    check_arch_loss(cfg)
     return cfg  # type: ignore[return-value]
+
+
+def check_arch_loss(cfg: Any) -> None:
+    """``finetune.loss`` must belong to ``finetune.arch``'s family (R-CNN or one-stage)."""
+    arch, loss = str(cfg.finetune.arch), str(cfg.finetune.loss)
+    if loss not in LOSSES_BY_ARCH[arch]:
+        raise ConfigError(
+            f"key 'finetune.loss': got {loss!r}, allowed with finetune.arch={arch}: "
+            f"{', '.join(LOSSES_BY_ARCH[arch])}"
+        )
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -79,6 +79,9 @@ class ARInput(StrEnum):
 class Arch(StrEnum):
     faster_rcnn = "faster_rcnn"
     mask_rcnn = "mask_rcnn"
+    retinanet = "retinanet"
+    fcos = "fcos"
+    atss = "atss"
 
 
 class ClsLoss(StrEnum):
@@ -87,6 +90,20 @@ class ClsLoss(StrEnum):
     federated = "federated"
     seesaw = "seesaw"
     ecm = "ecm"
+    focal = "focal"  # one-stage detectors (sigmoid, no background channel)
+    efl = "efl"
+
+
+# finetune.loss values each family of detectors accepts (checked together with finetune.arch).
+_RCNN_LOSSES = ("ce", "bce", "federated", "seesaw", "ecm")
+_ONE_STAGE_LOSSES = ("focal", "ecm", "efl")
+LOSSES_BY_ARCH: dict[str, tuple[str, ...]] = {
+    "faster_rcnn": _RCNN_LOSSES,
+    "mask_rcnn": _RCNN_LOSSES,
+    "retinanet": _ONE_STAGE_LOSSES,
+    "fcos": _ONE_STAGE_LOSSES,
+    "atss": _ONE_STAGE_LOSSES,
+}
 
 
 @dataclass
@@ -270,6 +287,15 @@ class FinetuneConfig:
     seesaw_p: float = 0.8
     seesaw_q: float = 2.0
     ecm_fg_bg_ratio: float = 6.3313  # ECM background count = ratio * total fg count (official)
+    # one-stage detectors (retinanet / fcos / atss); defaults of mmdetection's atss_r50_fpn_1x
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0  # also EFL's gamma_b
+    efl_scale: float = 8.0  # EFL: gamma_j = gamma_b + scale * (1 - g_j)
+    giou_weight: float = 2.0  # ATSS GIoU loss weight
+    atss_topk: int = 9  # ATSS candidates per FPN level
+    atss_anchor_scale: float = 8.0  # ATSS anchor side = scale * stride
+    head_convs: int = 4  # FCOS / ATSS GN convs per branch
+    topk_candidates: int = 1000  # per level before NMS (torchvision)
     eval_batch_size: int = 8
 
 

@@ -82,9 +82,7 @@ def build_classifier_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> 
     )
 
 
-def build_detector(
-    cfg, num_classes: int, class_freqs: Tensor | None = None
-) -> FasterRCNN | MaskRCNN:
+def build_detector(cfg, num_classes: int, class_freqs: Tensor | None = None) -> nn.Module:
     """Build ``finetune.arch`` on the ResNet-FPN of ``cfg.model``.
 
     Args:
@@ -95,9 +93,16 @@ def build_detector(
 
     Returns:
         torchvision ``FasterRCNN`` or ``MaskRCNN`` whose ``roi_heads`` is a
-        :class:`LongTailRoIHeads`.
+        :class:`LongTailRoIHeads`; for ``retinanet`` / ``fcos`` / ``atss`` the one-stage
+        detector of :func:`drcl.detection.one_stage.build_one_stage`.
     """
     ft = cfg.finetune  # finetune.arch is an Enum, checked when the config loads
+    # ---- hook: one-stage detectors (retinanet / fcos / atss) live in detection/one_stage.py
+    from drcl.detection import one_stage
+
+    if one_stage.is_one_stage(ft.arch):
+        return one_stage.build_one_stage(cfg, num_classes, class_freqs)
+    # ----
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     cls_loss = build_classifier_loss(cfg, num_classes, class_freqs)
@@ -156,7 +161,10 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
         ValueError: no ``backbone.body.*`` key loaded (wrong file or layout), or a tensor's shape
             differs from the model's (the key and both shapes are named).
     """
-    state = read_state_dict(path)
+    from drcl.detection.one_stage import adapt_pretrained_state
+
+    # hook: a C2-C5 FPN file into a one-stage model's C3-C5 FPN (identity otherwise)
+    state = adapt_pretrained_state(model, read_state_dict(path))
     own = model.state_dict()
     if not any(k.startswith("backbone.body.") and k in own for k in state):
         raise ValueError(
