@@ -35,7 +35,21 @@ def test_paper_scale_recipes_follow_the_paper():
     )
     assert ft.finetune.init and ft.model.weights is None
     assert (ft.finetune.score_thresh, ft.finetune.detections_per_img) == (1e-4, 300)
-    assert len(list((ROOT / "finetune" / "lvis_v1").glob("*.yaml"))) == 48
+    assert len(list((ROOT / "finetune" / "lvis_v1").glob("*_rcnn_*.yaml"))) == 48
+
+
+@pytest.mark.parametrize("loss", ["focal", "ecm", "efl"])
+@pytest.mark.parametrize("init", ["random", "imagenet", "2drcl"])
+def test_atss_recipes_are_the_appendix_table(loss, init):
+    cfg = load_config(ROOT / "finetune" / "lvis_v1" / f"atss_r50_2x_{loss}_{init}.yaml")
+    ft = cfg.finetune
+    assert (cfg.model.depth, cfg.train.epochs, ft.arch, ft.loss) == (50, 24, "atss", loss)
+    # mmdetection atss_r50_fpn_1x: lr 0.01 for batch 16, focal 0.25 / 2, GIoU 2, top-k 9
+    assert (cfg.train.lr, cfg.train.batch_size) == (0.01, 16)
+    assert (ft.focal_alpha, ft.focal_gamma, ft.giou_weight, ft.atss_topk) == (0.25, 2.0, 2.0, 9)
+    assert (ft.score_thresh, ft.detections_per_img) == (1e-4, 300)
+    assert bool(ft.init) == (init == "2drcl") and bool(cfg.model.weights) == (init == "imagenet")
+    assert cfg.model.norm == ("sync_bn" if init == "random" else "frozen_bn")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ablate").glob("*.yaml")))

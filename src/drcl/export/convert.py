@@ -195,10 +195,50 @@ _MM_TO_TV = _rules(
     ]
 )
 
+# ATSS (drcl.detection.one_stage) -> mmdetection's atss_r50_fpn: P6/P7 are the neck's extra
+# convs (add_extra_convs='on_output'); the head is mmdet/models/dense_heads/atss_head.py:
+# cls_convs/reg_convs.i = ConvModule(conv, gn) (no conv bias, as ours), atss_cls, atss_reg,
+# atss_centerness. torchvision's FCOSHead Sequential holds [conv, GroupNorm, ReLU] per block.
+_ATSS_TO_MM = _rules(
+    [
+        (
+            rf"backbone\.fpn\.extra_blocks\.p([67])\.{_PARAM}",
+            lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}",
+        ),
+        (
+            r"head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)",
+            lambda m: _atss_conv(m),
+        ),
+        (
+            rf"head\.classification_head\.cls_logits\.{_PARAM}",
+            lambda m: f"bbox_head.atss_cls.{m[1]}",
+        ),
+        (rf"head\.regression_head\.bbox_reg\.{_PARAM}", lambda m: f"bbox_head.atss_reg.{m[1]}"),
+        (
+            rf"head\.regression_head\.bbox_ctrness\.{_PARAM}",
+            lambda m: f"bbox_head.atss_centerness.{m[1]}",
+        ),
+    ]
+)
+
+
+def _atss_conv(m: re.Match[str]) -> str:
+    branch = "cls_convs" if m[1] == "classification" else "reg_convs"
+    block, kind = divmod(int(m[2]), 3)  # [conv, gn, relu] per block; ATSS convs have no bias
+    return f"bbox_head.{branch}.{block}.{'conv' if kind == 0 else 'gn'}.{m[3]}"
+
+
+def _is_atss(state: dict[str, Tensor]) -> bool:
+    # drcl's ATSS: FCOS-shaped head whose convs have no bias (FCOS keeps torchvision's biases).
+    return "head.regression_head.bbox_ctrness.weight" in state and (
+        "head.classification_head.conv.0.bias" not in state
+    )
+
+
 _EXPORT_RULES = {"detectron2": _TV_TO_D2, "mmdet": _TV_TO_MM}
 _IMPORT_RULES = {"detectron2": _D2_TO_TV, "mmdet": _MM_TO_TV}
 # Keys of drcl-only modules (e.g. the Seesaw loss's class counters): no library has them.
-_DRCL_ONLY = ("roi_heads.cls_loss.",)
+_DRCL_ONLY = ("roi_heads.cls_loss.", "head.cls_loss.", "head.classification_head.cls_loss.")
 
 
 @dataclass
@@ -235,7 +275,10 @@ def export_state(state: dict[str, Tensor], target: str) -> ConversionResult:
     if target == "torchvision":
         kept = {k: v for k, v in state.items() if not k.startswith(_DRCL_ONLY)}
         return ConversionResult(kept, [k for k in state if k not in kept])
-    return _apply(_EXPORT_RULES[target], state)
+    rules = _EXPORT_RULES[target]
+    if target == "mmdet" and _is_atss(state):
+        rules = rules + _ATSS_TO_MM
+    return _apply(rules, state)
 
 
 def import_state(state: dict[str, Tensor], source: str) -> ConversionResult:
