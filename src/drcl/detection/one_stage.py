@@ -26,14 +26,21 @@ unexpected (under ``backbone.fpn_p2.*``). P6/P7 and the heads start fresh.
 
 from __future__ import annotations
 
+import math
 import re
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.fcos import (
+    FCOSClassificationHead,
+    FCOSHead,
+    FCOSRegressionHead,
+)
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -172,7 +179,14 @@ class DenseHead(FCOSHead):
         centerness_weighted: bool = False,
         conv_bias: bool = True,
     ):
-        super().__init__(in_channels, 1, cls_loss.num_classes, num_convs)
+        nn.Module.__init__(self)  # FCOSHead's own parts, with a GroupNorm that fits the width
+        # torchvision / mmdetection use 32 groups; a slim demo head (e.g. 16 channels) takes the
+        # largest divisor of its width up to 32.
+        norm = partial(nn.GroupNorm, math.gcd(32, in_channels))
+        c = cls_loss.num_classes
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = FCOSClassificationHead(in_channels, 1, c, num_convs, 0.01, norm)
+        self.regression_head = FCOSRegressionHead(in_channels, 1, num_convs, norm)
         if not conv_bias:
             _bias_free_convs(self.classification_head.conv)
             _bias_free_convs(self.regression_head.conv)
