@@ -42,7 +42,10 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 def test_bad_choice_lists_allowed_values():
-    with pytest.raises(ConfigError, match="allowed: ce, bce, federated, seesaw, ecm"):
+    with pytest.raises(ConfigError, match="allowed: ce, bce, federated, seesaw, ecm, focal, efl"):
+        load_config(None, ["finetune.loss=hinge"])
+    # a known loss of the other detector family names the ones this arch allows
+    with pytest.raises(ConfigError, match="allowed with finetune.arch=faster_rcnn: ce, bce"):
         load_config(None, ["finetune.loss=focal"])
 
 

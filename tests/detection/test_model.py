@@ -91,8 +91,12 @@ def test_cosine_classifier_option(tiny_config):
 
 def test_bad_config_values(tiny_config):
     typed = OmegaConf.structured(tiny_config())
-    with pytest.raises(ValidationError, match="retinanet.*faster_rcnn, mask_rcnn"):
-        typed.finetune.arch = "retinanet"  # an Enum field: refused when set
+    with pytest.raises(ValidationError, match="yolo.*faster_rcnn, mask_rcnn, retinanet, fcos, atss"):
+        typed.finetune.arch = "yolo"  # an Enum field: refused when set
+    cfg = tiny_config()
+    cfg.finetune.arch = "retinanet"  # with the R-CNN loss 'ce' (load_config rejects it earlier)
+    with pytest.raises(ValueError, match="'ce' for a one-stage detector, allowed: focal, ecm, efl"):
+        build_detector(cfg, 4)
     with pytest.raises(ValueError, match="needs class_freqs"):
         build_detector(tiny_config(loss="federated"), 4)
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
