@@ -47,7 +47,7 @@ def reference_atss(anchors, per_level, gts, k=9):
         mean = sum(ious) / len(ious)  # line 8
         var = sum((v - mean) ** 2 for v in ious) / (len(ious) - 1) if len(ious) > 1 else 0.0
         threshold = mean + math.sqrt(var)  # lines 9-10
-        for a, iou in zip(candidates, ious):  # lines 11-15
+        for a, iou in zip(candidates, ious, strict=True):  # lines 11-15
             cx, cy = _center(anchors[a])
             inside = min(cx - gt[0], cy - gt[1], gt[2] - cx, gt[3] - cy) > EPS
             if iou >= threshold and inside:

@@ -141,7 +141,7 @@ class LongTailRetinaNetClassificationHead(RetinaNetClassificationHead):
         labels = torch.cat(
             [
                 _anchor_labels(t["labels"], m, self.BETWEEN_THRESHOLDS)
-                for t, m in zip(targets, matched_idxs)
+                for t, m in zip(targets, matched_idxs, strict=True)
             ]
         )
         logits = head_outputs["cls_logits"].flatten(0, 1)  # (N * A, C)
@@ -195,9 +195,11 @@ class DenseHead(FCOSHead):
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, Tensor]:
         labels = torch.stack(
-            [_anchor_labels(t["labels"], m) for t, m in zip(targets, matched_idxs)]
+            [_anchor_labels(t["labels"], m) for t, m in zip(targets, matched_idxs, strict=True)]
         )
-        gt = torch.stack([_anchor_boxes(t["boxes"], m) for t, m in zip(targets, matched_idxs)])
+        gt = torch.stack(
+            [_anchor_boxes(t["boxes"], m) for t, m in zip(targets, matched_idxs, strict=True)]
+        )
         anchors_t = torch.stack(anchors)  # (N, A, 4)
         fg = labels > 0
         num_fg = float(fg.sum())
@@ -256,7 +258,7 @@ class ATSS(_LabelsFromOne, FCOS):
     def compute_loss(self, targets, head_outputs, anchors, num_anchors_per_level):
         matched = [
             atss_assign(a, num_anchors_per_level, t["boxes"], self.topk)
-            for a, t in zip(anchors, targets)
+            for a, t in zip(anchors, targets, strict=True)
         ]
         return self.head.compute_loss(targets, head_outputs, anchors, matched)
 
