@@ -61,8 +61,9 @@ def run_demo(work_dir: str | Path, extra: list[str] | None = None) -> Path:
         run_pretrain(load_config(_config("pretrain/demo.yaml"), over), pre_dir, resume=True)
 
     runs = {}
+    arch = load_config(_config("finetune/demo.yaml"), over).finetune.arch  # may be overridden
     for i, (name, init) in enumerate([("random_init", None), ("2drcl", weights)]):
-        _stage(f"{3 + i}/5 fine-tuning Faster R-CNN from {name}", t0)
+        _stage(f"{3 + i}/5 fine-tuning {arch} from {name}", t0)
         run_dir = work_dir / f"finetune_{name}"
         if not (run_dir / "eval" / "metrics_bbox.json").is_file():
             cfg = load_config(_config("finetune/demo.yaml"), over)
