@@ -81,3 +81,13 @@ def test_ablate_and_demo_overrides_reach_a_one_stage_detector():
     cfg = load_config(ROOT / "finetune/demo.yaml", ["finetune.arch=atss", "finetune.loss=focal"])
     model = build_detector(cfg, num_classes=3, class_freqs=torch.ones(3))
     assert type(model).__name__ == "ATSS"
+
+
+def test_drcl_demo_passes_overrides_to_run_demo(monkeypatch, tmp_path):
+    import drcl.cli.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda work, extra=None: seen.update(w=work, x=extra))
+    argv = ["demo", "--work-dir", str(tmp_path), "finetune.arch=atss", "finetune.loss=focal"]
+    assert main(argv) == 0
+    assert seen == {"w": str(tmp_path), "x": ["finetune.arch=atss", "finetune.loss=focal"]}

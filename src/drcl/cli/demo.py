@@ -112,5 +112,5 @@ def _print_table(runs: dict[str, Path]) -> None:
 
 
 def cli_demo(args: argparse.Namespace) -> int:
-    run_demo(args.work_dir)
+    run_demo(args.work_dir, extra=list(getattr(args, "overrides", None) or []))
     return 0

@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset, on CPU")
     p.add_argument("--work-dir", default="work/demo", help="run folder (default work/demo)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value overrides of both stages, e.g. finetune.arch=atss finetune.loss=focal",
+    )
     p.set_defaults(handler=cli_demo)
 
     p = sub.add_parser("ablate", help="the paper's ablation grid (HCL, LCL, DRB, AR, SR)")
