@@ -35,7 +35,7 @@ def test_paper_scale_recipes_follow_the_paper():
     )
     assert ft.finetune.init and ft.model.weights is None
     assert (ft.finetune.score_thresh, ft.finetune.detections_per_img) == (1e-4, 300)
-    assert len(list((ROOT / "finetune" / "lvis_v1").glob("*_rcnn_*.yaml"))) == 48
+    assert len(list((ROOT / "finetune" / "lvis_v1").glob("*_rcnn_*.yaml"))) == 49  # 48 + 2drcl_box
 
 
 @pytest.mark.parametrize("loss", ["focal", "ecm", "efl"])
@@ -52,7 +52,22 @@ def test_atss_recipes_are_the_appendix_table(loss, init):
     assert cfg.model.norm == ("sync_bn" if init == "random" else "frozen_bn")
 
 
+def test_box_stage_recipes():
+    box = load_config(ROOT / "pretrain" / "lvis_v1_r50_box.yaml")
+    assert box.pretrain.stage == "box" and box.pretrain.box.init
+    assert (box.pretrain.box.momentum, box.pretrain.box.temperature) == (0.996, 0.5)
+    assert (box.train.batch_size, box.train.lr, box.train.epochs) == (16, 0.02, 12)
+    demo = load_config(ROOT / "pretrain" / "demo_box.yaml")
+    assert demo.pretrain.stage == "box"
+    ft = load_config(ROOT / "finetune" / "demo_box.yaml")
+    plain = load_config(ROOT / "finetune" / "demo.yaml")
+    assert ft.finetune.init == "work/demo/box/pretrained.safetensors"
+    ft.finetune.init = plain.finetune.init
+    assert ft == plain  # same fine-tuning recipe, only the init differs
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "ablate").glob("*.yaml")))
 def test_ablation_configs_load(path):
     cfg = load_ablate_config(path)
     assert Path(cfg.pretrain_config).is_file() and Path(cfg.finetune_config).is_file()
+    assert Path(cfg.box_config).is_file()

@@ -1,4 +1,5 @@
-"""``drcl ablate``: the paper's ablation grid (HCL, LCL, DRB, AR, SR on and off).
+"""``drcl ablate``: the paper's ablation grid (HCL, LCL, DRB, AR, SR on and off), and the
+box-domain stage rows ``2drcl`` / ``box_only`` / ``2drcl_box`` (:mod:`drcl.cli.ablate_box`).
 
 Each row pre-trains with some components switched off, fine-tunes from the result and evaluates;
 a row without any component is the no-pre-training baseline. Rows are resumable one by one:
@@ -21,6 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from drcl.cli.ablate_box import BOX_ROWS, box_row_init
 from drcl.config import ConfigError, load_config
 from drcl.utils.io import atomic_write_text, ensure_writable_dir
 
@@ -36,6 +38,11 @@ ROWS: dict[str, tuple[str, ...]] = {
     "hcl_lcl_drb_ar": ("hcl", "lcl", "drb", "ar"),
     "hcl_lcl_drb_sr": ("hcl", "lcl", "drb", "sr"),
     "full": COMPONENTS,
+    # issue 13, box-domain stage rows (drcl.cli.ablate_box): 2DRCL alone, the box stage alone,
+    # and 2DRCL followed by the box stage
+    "2drcl": COMPONENTS,
+    "box_only": (),
+    "2drcl_box": COMPONENTS,
 }
 METRICS = ("AP", "AP50", "APr", "APc", "APf")
 
@@ -49,7 +56,9 @@ class AblateConfig:
     overrides: list[str] = field(default_factory=list)  # applied to both stages
     pretrain_overrides: list[str] = field(default_factory=list)
     finetune_overrides: list[str] = field(default_factory=list)
-    rows: list[str] = field(default_factory=lambda: list(ROWS))
+    rows: list[str] = field(default_factory=lambda: list(ROWS)[:7])  # the paper's grid
+    box_config: str = "../pretrain/demo_box.yaml"  # the box stage of rows box_only / 2drcl_box
+    box_overrides: list[str] = field(default_factory=list)
 
 
 def load_ablate_config(path: str | Path, overrides: list[str] | None = None) -> AblateConfig:
@@ -64,6 +73,7 @@ def load_ablate_config(path: str | Path, overrides: list[str] | None = None) -> 
     base = Path(path).parent
     cfg.pretrain_config = str(base / cfg.pretrain_config)
     cfg.finetune_config = str(base / cfg.finetune_config)
+    cfg.box_config = str(base / cfg.box_config)
     return cfg  # type: ignore[return-value]
 
 
@@ -87,7 +97,9 @@ def run_row(name: str, cfg: AblateConfig, work_dir: Path) -> dict[str, Any]:
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
     init = None
-    if ROWS[name]:
+    if name in BOX_ROWS:  # issue 13: the box-domain stage (drcl.cli.ablate_box)
+        init = box_row_init(name, cfg, work_dir)
+    elif ROWS[name]:
         pre = load_config(
             cfg.pretrain_config,
             [*cfg.overrides, *cfg.pretrain_overrides, *component_overrides(ROWS[name])],

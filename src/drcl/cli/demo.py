@@ -74,6 +74,7 @@ def run_demo(work_dir: str | Path, extra: list[str] | None = None) -> Path:
     _attention(runs, data_dir, over)
     report = build_report({**runs, "2drcl_pretrain": pre_dir}, work_dir / "report")
     _print_table(runs)
+    _print_cost(runs)
     log.info("\nreport: %s  (%.0f s in all)", report / "index.html", time.perf_counter() - t0)
     return report
 
@@ -109,6 +110,15 @@ def _print_table(runs: dict[str, Path]) -> None:
         )
         lines.append(f"{name:<14}{cells}")
     log.info("%s", "\n".join(lines))
+
+
+def _print_cost(runs: dict[str, Path]) -> None:
+    """The cost table (pre-training is found through each fine-tuning run's init)."""
+    from drcl.report.cost import cost_text
+    from drcl.report.runs import load_run
+
+    taken: set[str] = set()
+    log.info("\n%s", cost_text([load_run(name, path, taken) for name, path in runs.items()]))
 
 
 def cli_demo(args: argparse.Namespace) -> int:

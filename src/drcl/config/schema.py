@@ -48,6 +48,11 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+class PretrainStage(StrEnum):
+    image = "image"  # 2DRCL: the backbone (and FPN + box head through LCL)
+    box = "box"  # the box-domain stage (AlignDet): FPN, RPN, RoI head on a frozen backbone
+
+
 class ProposalSource(StrEnum):
     gt = "gt"
     file = "file"
@@ -251,7 +256,25 @@ class EMAConfig:
 
 
 @dataclass
+class BoxStageConfig:
+    """The box-domain stage (``pretrain.stage: box``; AlignDet, docs/method.md)."""
+
+    init: str | None = None  # backbone checkpoint (a 2DRCL pretrained.safetensors); None = random
+    freeze_backbone: bool = True  # ResNet body frozen (no grad, BN in eval mode)
+    momentum: float = 0.996  # EMA target, cosine to momentum_end per iteration
+    momentum_end: float = 1.0
+    temperature: float = 0.5
+    embed_dim: int = 256  # the MLP that replaces the classifier
+    match_iou: float = 0.5  # a RoI takes the id of the pseudo box it overlaps this much
+    rois_per_image: int = 512  # positive RoIs sampled per image (AlignDet: 4096)
+    contrast_weight: float = 1.0
+    reg_weight: float = 1.0
+
+
+@dataclass
 class PretrainConfig:
+    stage: PretrainStage = PretrainStage.image
+    box: BoxStageConfig = field(default_factory=BoxStageConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
     hcl: HCLConfig = field(default_factory=HCLConfig)

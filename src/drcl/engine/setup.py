@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,9 +49,13 @@ def make_trainer(
     sync_bn: bool = False,
     after_step: Callable[[int, float], None] | None = None,
     state_module: torch.nn.Module | None = None,
+    cost_info: dict[str, Any] | None = None,
 ) -> Trainer:
     """SGD/AdamW over the trainable parameters of ``model``, warmup + step/cosine schedule over
-    ``train.max_iters`` (or ``train.epochs`` epochs of ``data``), and the engine."""
+    ``train.max_iters`` (or ``train.epochs`` epochs of ``data``), and the engine.
+
+    ``cost_info`` goes into the run's ``cost.json`` (``stage``, ``init``: the weights it started
+    from, so that ``drcl report`` can add up the cost of a chain of stages)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
     max_iters = train.max_iters or train.epochs * data.iters_per_epoch
@@ -66,4 +71,5 @@ def make_trainer(
         info,
         after_step=after_step,
         state_module=state_module,
+        cost_info=cost_info,
     )

@@ -25,6 +25,7 @@ import torch
 
 from drcl.config.schema import TrainConfig
 from drcl.engine import checkpoint as ckpt
+from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.logging import MetricLogger
 from drcl.utils.io import ensure_writable_dir
@@ -89,6 +90,8 @@ class Trainer:
         state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
             (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
             checkpoint has torchvision's own keys.
+        cost_info: extra fields for ``cost.json`` (``stage``, ``init``; see
+            :mod:`drcl.engine.cost`).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Trainer:
         after_step: Callable[[int, float], None] | None = None,
         extra_state: dict[str, Any] | None = None,
         state_module: torch.nn.Module | None = None,
+        cost_info: dict[str, Any] | None = None,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.data, self.cfg = data, train_cfg
@@ -118,6 +122,8 @@ class Trainer:
         self.resumed = False
         use_fp16 = train_cfg.amp == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+        images_per_step = int(train_cfg.batch_size) * int(train_cfg.accumulate)
+        self.cost = CostMeter(device, dist.world_size, images_per_step, cost_info)
 
     # ---- checkpoints -------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
@@ -136,6 +142,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
             "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
+            "cost": self.cost.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -150,6 +157,7 @@ class Trainer:
         random.setstate((3, tuple(state["rng"]["python"]), None))
         for k, v in self.extra_state.items():
             v.load_state_dict(state["extra"][k])
+        self.cost.load_state_dict(state.get("cost", {}))
 
     def resume(self) -> bool:
         """Load the newest good checkpoint; returns False when there is none."""
@@ -168,6 +176,7 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.state_dict(), self.work_dir, self.progress.iteration, self.cfg.keep_checkpoints
             )
+            self.cost.write(self.work_dir, self.progress.iteration)
 
     # ---- the loop ----------------------------------------------------------------------
     def _batch_stream(self) -> Iterator[Any]:
@@ -242,6 +251,7 @@ class Trainer:
         every = self.cfg.checkpoint_every or self.data.iters_per_epoch
         stream = self._batch_stream()
         self.model.train()
+        self.cost.start(self.progress.iteration)
         try:
             while self.progress.iteration < self.max_iters:
                 logs = self._step(stream)

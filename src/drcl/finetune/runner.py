@@ -92,9 +92,14 @@ def build_detector_from_config(
 
 
 def train_detector(
-    cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
+    cfg: Config,
+    work_dir: str | Path,
+    init: str | None = None,
+    resume: bool = False,
+    stage: str = "finetune",
 ) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
-    """Fine-tune a detector with the engine; writes ``model_final.safetensors``.
+    """Fine-tune a detector with the engine; writes ``model_final.safetensors`` and
+    ``cost.json`` (whose ``stage`` field is ``stage``).
 
     From detection pre-training (``init``) the lr is x1.5 and the weight decay / 2 (AlignDet).
     """
@@ -124,6 +129,7 @@ def train_detector(
         wd,
         sync_bn=cfg.model.norm == "sync_bn",
         state_module=detector,
+        cost_info={"stage": stage, "init": str(init) if init else None},
     )
     if resume:
         trainer.resume()

@@ -1,1 +1,2 @@
-"""2DRCL pre-training: its dataset (two views + boxes + mask) and its runner."""
+"""Pre-training stages: 2DRCL (the image-domain stage: its dataset with two views + boxes +
+mask, and its runner) and the box-domain stage (``box_stage``)."""

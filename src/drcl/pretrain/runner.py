@@ -90,6 +90,10 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
+    if cfg.pretrain.stage == "box":  # the box-domain stage (drcl.pretrain.box_stage)
+        from drcl.pretrain.box_stage import run_box_pretrain
+
+        return run_box_pretrain(cfg, work_dir, resume)
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
         save_config(cfg, work_dir / "config.yaml")
@@ -106,6 +110,7 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
         cfg.train.weight_decay,
         sync_bn=cfg.model.norm == "sync_bn",
         after_step=lambda it, p: model.update_target(p),
+        cost_info={"stage": "pretrain", "init": cfg.model.weights},
     )
     if resume:
         trainer.resume()

@@ -43,7 +43,7 @@ def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
     work_dir = out.parent / f"{out.stem}.detector"
     agnostic = atomic_write_json(work_dir / "train_class_agnostic.json", class_agnostic_json(index))
     det_cfg = detector_config(cfg, agnostic)
-    detector, device, _ = train_detector(det_cfg, work_dir, resume=True)
+    detector, device, _ = train_detector(det_cfg, work_dir, resume=True, stage="proposal_detector")
     p = det_cfg.pretrain.proposals
     return detect_proposals(
         detector,

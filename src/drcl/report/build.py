@@ -1,7 +1,8 @@
 """``drcl report RUN... --out DIR``: one folder comparing runs, as ``index.html`` and ``README.md``.
 
 The folder holds the metrics tables side by side (box and mask; best per column in bold, deltas
-vs the first run), training curves, the long tail of the training set, error breakdown,
+vs the first run), the cost table (memory, time, throughput, AP per method), training curves,
+the long tail of the training set, error breakdown,
 classifier weight norms, attention maps and the AP of the rarest classes, plus the PNGs they
 reference and ``report.json`` (what was compared). It is built in a temporary sibling folder and
 renamed onto ``--out`` only when complete, so a failure never leaves a half-written report.
@@ -17,6 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from drcl.report.cost import cost_table
 from drcl.report.curves import curves_section
 from drcl.report.doc import (
     Block,
@@ -43,6 +45,7 @@ SECTION_TITLES = {
     "runs": "Runs",
     "box": "Box metrics",
     "mask": "Mask metrics",
+    "cost": "Cost",
     "curves": "Training curves",
     "long-tail": "Long tail of the training set",
     "errors": "Error breakdown",
@@ -185,6 +188,7 @@ def _sections(
         "runs": runs_overview(runs, gt, train_ann),
         "box": metrics_table(runs, "bbox"),
         "mask": metrics_table(runs, "segm"),
+        "cost": cost_table(runs),
         "curves": curves_section(runs, out),
         "long-tail": long_tail_section(train_ann, out),
         "errors": error_section(runs, gt, train_ann, out),

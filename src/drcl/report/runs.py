@@ -4,6 +4,7 @@ Layout (written by ``drcl pretrain`` / ``drcl finetune`` / ``drcl evaluate``)::
 
     RUN/config.yaml                 resolved config (data.train_ann, data.val_ann, finetune.arch)
     RUN/metrics.jsonl               one json per logging step: iter, lr, loss, loss_*, alpha, ...
+    RUN/cost.json                   wall time, images/s, peak memory (drcl.engine.cost)
     RUN/model_final.safetensors     fine-tuning run: the detector
     RUN/eval/metrics_bbox.json      AP, AP50, ..., APr/APc/APf, [AP1..AP4], [per_class]
     RUN/eval/metrics_segm.json      Mask R-CNN only
@@ -36,6 +37,7 @@ RUN_MARKERS = (
     "model_final.safetensors",
     "pretrained.safetensors",
     "pretrained.json",
+    "cost.json",
 )
 IOU_TYPES = ("bbox", "segm")
 

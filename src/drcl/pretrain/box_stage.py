@@ -1,0 +1,80 @@
+"""``drcl pretrain`` with ``pretrain.stage: box``: the box-domain stage after 2DRCL.
+
+The data path is the image stage's (DRB sampler, proposals, two views with box identity), the
+loop is the shared engine (logging, checkpoints, resume, ``cost.json``); only the model differs
+(:class:`~drcl.models.box_domain.BoxDomainModel`). The output, ``pretrained.safetensors``, holds
+backbone, FPN, RPN and box head in torchvision's layout, so ``drcl finetune --init`` loads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+
+from drcl.config import Config, save_config
+from drcl.engine import distributed as dist
+from drcl.engine.schedule import scaled_lr
+from drcl.engine.setup import make_trainer, start_run
+from drcl.models.backbone import build_resnet_fpn
+from drcl.models.box_domain import BoxDomainModel, BoxEmbedPredictor
+
+BOX_POOL_SIZE = 7  # torchvision's MultiScaleRoIAlign output for boxes
+
+
+def build_box_detector(cfg: Config) -> FasterRCNN:
+    """Faster R-CNN on ``cfg.model``'s ResNet-FPN with a :class:`BoxEmbedPredictor`; the RPN and
+    RoI settings are fine-tuning's (``finetune.rpn_*``), so the exported RPN is the one that
+    fine-tuning will run."""
+    from drcl.detection.model import _detector_kwargs
+
+    m = cfg.model
+    backbone = build_resnet_fpn(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
+    box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
+    predictor = BoxEmbedPredictor(m.box_head_dim, m.box_head_dim, cfg.pretrain.box.embed_dim)
+    return FasterRCNN(
+        backbone, None, box_head=box_head, box_predictor=predictor, **_detector_kwargs(cfg)
+    )
+
+
+def build_box_model(cfg: Config) -> BoxDomainModel:
+    """Build, and load ``pretrain.box.init`` (a backbone or detector checkpoint) if set."""
+    online = build_box_detector(cfg)
+    if cfg.pretrain.box.init:
+        from drcl.detection.model import load_pretrained
+
+        load_pretrained(online, cfg.pretrain.box.init)
+    return BoxDomainModel(online, cfg.pretrain.box)
+
+
+def run_box_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
+    """Train the box-domain stage; writes ``work_dir/pretrained.safetensors`` and returns it."""
+    from drcl.pretrain.runner import build_pretrain_data, export_pretrained
+
+    device, info, work_dir = start_run(cfg.train, work_dir)
+    if info.is_main:
+        save_config(cfg, work_dir / "config.yaml")
+    data = build_pretrain_data(cfg, work_dir, info)
+    model = build_box_model(cfg).to(device)
+    trainer = make_trainer(
+        cfg.train,
+        model,
+        data,
+        work_dir,
+        device,
+        info,
+        scaled_lr(cfg.train),
+        cfg.train.weight_decay,
+        sync_bn=cfg.model.norm == "sync_bn",
+        after_step=lambda it, p: model.update_target(p),
+        cost_info={"stage": "box", "init": cfg.pretrain.box.init},
+    )
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    out = work_dir / "pretrained.safetensors"
+    if info.is_main:
+        export_pretrained(model, cfg, out, trainer.progress.iteration)
+    dist.barrier()
+    return out

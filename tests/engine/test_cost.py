@@ -1,0 +1,50 @@
+"""cost.json: written by the engine at every checkpoint, exact counts, totals across resumes."""
+
+import json
+import resource
+
+import pytest
+import torch
+
+from drcl.engine import cost as cost_mod
+from drcl.engine.cost import CostMeter
+
+from .toy import make_trainer
+
+
+def test_engine_writes_cost_json(tmp_path):
+    tr = make_trainer(tmp_path, max_iters=6, overrides=["train.batch_size=4"])
+    tr.fit()
+    cost = json.loads((tmp_path / "cost.json").read_text())
+    assert (cost["iterations"], cost["images_seen"], cost["world_size"]) == (6, 24, 1)
+    assert cost["images_per_s"] == pytest.approx(24 / cost["wall_time_s"], rel=1e-2)
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert 0 < cost["peak_rss_bytes"] <= own_peak
+    assert cost["peak_cuda_bytes"] is None and cost["device"] == "cpu"
+    assert cost["torch_version"] == torch.__version__
+
+
+def test_wall_time_adds_up_across_a_resume(tmp_path, monkeypatch):
+    clock = iter(float(t) for t in range(0, 1000, 10))  # every reading is 10 s later
+    monkeypatch.setattr(cost_mod.time, "perf_counter", lambda: next(clock))
+    meter = CostMeter(torch.device("cpu"), world_size=2, images_per_step=8, info={"stage": "x"})
+    meter.start(0)  # t = 0
+    state = meter.state_dict()  # t = 10: 10 s trained
+    resumed = CostMeter(torch.device("cpu"), 2, 8)
+    resumed.load_state_dict(state)
+    resumed.start(5)  # t = 20
+    record = resumed.record(7)  # t = 30: 10 s earlier + 10 s now
+    assert record["wall_time_s"] == 20.0 and record["images_seen"] == 56
+    assert record["images_per_s"] == pytest.approx(56 / 20)
+    assert record["world_size"] == 2 and "stage" not in record
+    assert meter.record(1)["stage"] == "x"
+
+
+def test_resumed_trainer_restores_cost_state(tmp_path):
+    part = make_trainer(tmp_path, max_iters=3)
+    part.fit()
+    resumed = make_trainer(tmp_path, max_iters=6)
+    assert resumed.resume()
+    assert resumed.cost.wall_s > 0
+    resumed.fit()
+    assert json.loads((tmp_path / "cost.json").read_text())["iterations"] == 6
