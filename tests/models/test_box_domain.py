@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from drcl.config.schema import Config
 from drcl.models.box_domain import assign_roi_ids
-from drcl.pretrain.box_stage import build_box_detector, build_box_model
+from drcl.pretrain.box.runner import build_box_detector, build_box_model
 
 B, K, S = 2, 4, 64
 

@@ -20,7 +20,6 @@ so :meth:`BoxDomainModel.export_state_dict` loads straight into a fine-tuning de
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou
 
+from drcl.config.schema import BoxStageConfig
 from drcl.losses.box_contrast import per_id_info_nce
 from drcl.models.ema import ema_momentum, ema_update
 
@@ -82,11 +82,11 @@ class BoxDomainModel(nn.Module):
     Args:
         online: a torchvision Faster R-CNN whose ``roi_heads.box_predictor`` is a
             :class:`BoxEmbedPredictor`, already initialised
-            (:func:`drcl.pretrain.box_stage.build_box_model` builds both).
+            (:func:`drcl.pretrain.box.runner.build_box_model` builds both).
         box_cfg: ``pretrain.box`` (:class:`drcl.config.schema.BoxStageConfig`).
     """
 
-    def __init__(self, online: FasterRCNN, box_cfg: Any) -> None:
+    def __init__(self, online: FasterRCNN, box_cfg: BoxStageConfig) -> None:
         super().__init__()
         self.cfg = box_cfg
         self.online = online

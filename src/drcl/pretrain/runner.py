@@ -90,8 +90,8 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
-    if cfg.pretrain.stage == "box":  # the box-domain stage (drcl.pretrain.box_stage)
-        from drcl.pretrain.box_stage import run_box_pretrain
+    if cfg.pretrain.stage == "box":  # the box-domain stage (drcl.pretrain.box.runner)
+        from drcl.pretrain.box.runner import run_box_pretrain
 
         return run_box_pretrain(cfg, work_dir, resume)
     device, info, work_dir = start_run(cfg.train, work_dir)

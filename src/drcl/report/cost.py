@@ -157,7 +157,9 @@ def cost_text(runs: list[RunInfo]) -> str:
         return "cost: no run has cost.json"
     table = [HEADER, *rows]
     widths = [max(len(line[k]) for line in table) for k in range(len(HEADER))]
-    return "\n".join(
-        "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in table
-    )
+
+    def fmt_line(line: list[str]) -> str:
+        cells = zip(line, widths, strict=True)
+        return "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(cells))
+
+    return "\n".join(fmt_line(line) for line in table)
