@@ -85,3 +85,10 @@ def test_box_stage_resumes_and_keeps_adding_cost(tiny_overrides, fast_overrides,
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows] == [1, 2, 3]
     assert {"loss_box_contrast", "loss_box_reg", "loss_objectness"} <= set(rows[-1])
+
+
+def test_unknown_stage_is_refused_with_the_choices():
+    from drcl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.stage.*allowed: image, box"):
+        load_config("configs/pretrain/demo_box.yaml", ["pretrain.stage=boxes"])
