@@ -63,21 +63,34 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def alternate(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, float]:
+def alternate(
+    fns: dict[str, Callable[[], Any]],
+    reps: int,
+    warmup: int = 1,
+    sync: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
     """Run each function ``warmup`` times, then ``reps`` rounds in turn; median seconds each.
 
     Alternating (A, B, A, B, ...) spreads any drift of the machine (other load, thermal) over
     both sides equally, so the ratio of medians is meaningful even when the seconds are not.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each timer starts and stops, so
+    asynchronous device work is counted in the step that launched it. ``clock`` may be
+    ``time.process_time`` (CPU seconds of this process): on a CPU shared with other jobs, with
+    one torch thread, it counts the work done rather than the time spent waiting for a core.
     """
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            sync()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            sync()
+            times[name].append(clock() - t0)
     return {name: median(ts) for name, ts in times.items()}
 
 

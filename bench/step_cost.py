@@ -6,16 +6,31 @@ optimizer step and EMA update. One detector step = torchvision Faster R-CNN from
 forward with targets, backward, optimizer step. Both use the same batch: the detector gets
 view 1 (de-normalised to [0, 1]) and its valid boxes.
 
+Modes (each prints one JSON line):
+
+- default: pre-training step (with and without ``sr.shared_pass``) vs the detector step;
+- ``--overhead``: the pre-training step / the sum of its mandatory encoder passes (online
+  ``[view1; view2]`` forward + backward, target ``[view1; view2]`` forward, online masked view 1
+  forward + backward), all timed in the same run;
+- ``--checkpointing``: step time with ``pretrain.checkpointing`` on vs off;
+- ``--rss WHICH``: peak RSS of one side in its own process;
+- ``--device cuda [--amp bf16]``: the comparison on a GPU, timers synchronised, images/s and
+  peak ``torch.cuda.max_memory_allocated`` of each side (one side at a time, same process).
+
 Usage::
 
     python bench/step_cost.py --depth 18 --size 320 --batch 2 --reps 3
+    python bench/step_cost.py --depth 18 --size 320 --overhead
+    python bench/step_cost.py --depth 50 --size 640 --batch 1 --checkpointing
     python bench/step_cost.py --depth 18 --size 320 --profile     # where the time goes
     python bench/step_cost.py --depth 18 --size 320 --rss pretrain  # peak RSS, own process
+    python bench/step_cost.py --depth 50 --size 800 --batch 8 --device cuda --amp bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -38,6 +53,14 @@ LR = 1e-3  # small: the benchmark times steps, it must not diverge over a few of
 
 
 SHARED = ["pretrain.sr.shared_pass=true"]  # one online pass over [masked view 1; view 2]
+CKPT = ["pretrain.checkpointing=true"]  # recompute the online ResNet stages in backward
+RSS_VARIANTS = {
+    "pretrain": None,
+    "pretrain_shared": SHARED,
+    "pretrain_ckpt": CKPT,
+    "pretrain_ckpt_shared": CKPT + SHARED,
+    "detector": None,
+}
 
 
 def make_config(depth: int, size: int, batch: int, extra: list[str] | None = None):
@@ -57,14 +80,26 @@ def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=LR, momentum=0.9, weight_decay=1e-4)
 
 
-def pretrain_step_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], float]:
+def _autocast(device: torch.device, amp: str):
+    """bf16 autocast on CUDA (no loss scaling needed); a no-op otherwise (CPU runs fp32)."""
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def pretrain_step_fn(
+    cfg, batch: dict[str, torch.Tensor], device: str = "cpu", amp: str = "none"
+) -> Callable[[], float]:
     """A closure doing one full 2DRCL step; returns the loss."""
     torch.manual_seed(0)
-    model = build_drcl_model(cfg).train()
+    dev = torch.device(device)
+    model = build_drcl_model(cfg).to(dev).train()
+    batch = {k: v.to(dev) for k, v in batch.items()}
     opt = _sgd(model)
 
     def step() -> float:
-        losses = model(batch)
+        with _autocast(dev, amp):
+            losses = model(batch)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
@@ -72,6 +107,35 @@ def pretrain_step_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], float]
         return float(losses["loss"].detach())
 
     return step
+
+
+def _surrogate(c5: torch.Tensor | None, fpn: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """A scalar reading every output of an encoder pass, so backward covers the whole pass."""
+    outs = ([c5] if c5 is not None else []) + list((fpn or {}).values())
+    return sum(o.float().mean() for o in outs)
+
+
+def encoder_passes_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """A closure running only the mandatory encoder passes of one 2DRCL step (default config:
+    online ``[v1; v2]`` fwd + bwd, target ``[v1; v2]`` fwd without grad, online masked view 1
+    fwd + bwd; with ``sr.shared_pass`` the online pass is ``[masked v1; v2]`` and there is no
+    third pass), on a model of its own built like the step's."""
+    torch.manual_seed(0)
+    model = build_drcl_model(cfg).train()
+    shared = bool(cfg.pretrain.sr.shared_pass)
+    views = torch.cat([batch["view1"], batch["view2"]])
+    online_in = torch.cat([batch["masked_view1"], batch["view2"]]) if shared else views
+
+    def passes() -> None:
+        model.zero_grad(set_to_none=True)
+        _surrogate(*model.online.encode(online_in, with_fpn=True)).backward()
+        with torch.no_grad():
+            model.target.encode(views, with_fpn=True)
+        if not shared:
+            fpn = model.online.encode(batch["masked_view1"], with_fpn=True)[1]
+            _surrogate(None, fpn).backward()
+
+    return passes
 
 
 def detector_inputs(batch: dict[str, torch.Tensor]) -> tuple[list, list]:
@@ -85,17 +149,23 @@ def detector_inputs(batch: dict[str, torch.Tensor]) -> tuple[list, list]:
     return images, targets
 
 
-def detector_step_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], float]:
+def detector_step_fn(
+    cfg, batch: dict[str, torch.Tensor], device: str = "cpu", amp: str = "none"
+) -> Callable[[], float]:
     """A closure doing one Faster R-CNN training step on the same images and boxes."""
     torch.manual_seed(0)
+    dev = torch.device(device)
     num_classes = CocoIndex.from_file(cfg.data.train_ann).num_classes
-    model = build_detector(cfg, num_classes).train()
+    model = build_detector(cfg, num_classes).to(dev).train()
     opt = _sgd(model)
     images, targets = detector_inputs(batch)
+    images = [im.to(dev) for im in images]
+    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
 
     def step() -> float:
-        losses = model(images, targets)
-        loss = sum(losses.values())
+        with _autocast(dev, amp):
+            losses = model(images, targets)
+        loss = sum(v.float() for v in losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -129,6 +199,100 @@ def compare(depth: int, size: int, batch: int, reps: int) -> dict[str, Any]:
         "ratio_shared": times["pretrain_shared"] / times["detector"],
         "pretrain_images_per_s": batch / times["pretrain"],
     }
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def overhead(depth: int, size: int, batch: int, reps: int, clock: str = "wall") -> dict[str, Any]:
+    """Step / sum of its mandatory encoder passes, both timed alternately in this run."""
+    cfg = make_config(depth, size, batch)
+    data = first_batch(cfg)
+    times = alternate(
+        {"step": pretrain_step_fn(cfg, data), "passes": encoder_passes_fn(cfg, data)},
+        reps=reps,
+        clock=CLOCKS[clock],
+    )
+    return {
+        "depth": depth,
+        "size": size,
+        "batch": batch,
+        "reps": reps,
+        "step_s": times["step"],
+        "passes_s": times["passes"],
+        "overhead": times["step"] / times["passes"],
+        "clock": clock,
+    }
+
+
+def checkpointing_cost(
+    depth: int, size: int, batch: int, reps: int, clock: str = "wall"
+) -> dict[str, Any]:
+    """Step time with ``pretrain.checkpointing`` on vs off, alternating in this run."""
+    cfg = make_config(depth, size, batch)
+    data = first_batch(cfg)
+    times = alternate(
+        {
+            "off": pretrain_step_fn(cfg, data),
+            "on": pretrain_step_fn(make_config(depth, size, batch, CKPT), data),
+        },
+        reps=reps,
+        clock=CLOCKS[clock],
+    )
+    return {
+        "depth": depth,
+        "size": size,
+        "batch": batch,
+        "reps": reps,
+        "off_s": times["off"],
+        "on_s": times["on"],
+        "time_ratio": times["on"] / times["off"],
+        "clock": clock,
+    }
+
+
+# ---------------------------------------------------------------------------------------- CUDA
+def cuda_side(make_step: Callable[[], Callable[[], float]], reps: int) -> dict[str, float]:
+    """Build one side on the GPU, warm up, time ``reps`` synchronised steps; peak memory.
+
+    Sides run one after the other (the other side's model freed), so each peak
+    ``max_memory_allocated`` holds one model, its optimizer state and its step's activations.
+    """
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    step = make_step()
+    times = alternate({"step": step}, reps=reps, warmup=2, sync=torch.cuda.synchronize)
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    del step
+    return {"s": times["step"], "peak_mib": peak}
+
+
+def compare_cuda(depth: int, size: int, batch: int, reps: int, amp: str) -> dict[str, Any]:
+    """2DRCL pre-training vs Faster R-CNN on CUDA: images/s and peak memory, one run."""
+    if not torch.cuda.is_available():
+        raise SystemExit("step_cost.py --device cuda: no CUDA device is visible")
+    cfg = make_config(depth, size, batch)
+    data = first_batch(cfg)
+    sides = {
+        "pretrain": lambda: pretrain_step_fn(cfg, data, "cuda", amp),
+        "pretrain_ckpt": lambda: pretrain_step_fn(
+            make_config(depth, size, batch, CKPT), data, "cuda", amp
+        ),
+        "detector": lambda: detector_step_fn(cfg, data, "cuda", amp),
+    }
+    res: dict[str, Any] = {"depth": depth, "size": size, "batch": batch, "reps": reps, "amp": amp}
+    for name, make in sides.items():
+        r = cuda_side(make, reps)
+        res[f"{name}_s"], res[f"{name}_peak_mib"] = r["s"], r["peak_mib"]
+        res[f"{name}_images_per_s"] = batch / r["s"]
+    for name in ("pretrain", "pretrain_ckpt"):
+        res[f"{name}_time_ratio"] = res[f"{name}_s"] / res["detector_s"]
+        res[f"{name}_memory_ratio"] = res[f"{name}_peak_mib"] / res["detector_peak_mib"]
+    res["device_name"] = torch.cuda.get_device_name(0)
+    return res
 
 
 # ------------------------------------------------------------------------------------ profile
@@ -199,7 +363,7 @@ def op_profile(step: Callable[[], float], top: int = 12) -> list[dict[str, Any]]
 
 def rss_run(which: str, depth: int, size: int, batch: int) -> dict[str, Any]:
     """Peak RSS of this process after building ``which`` and doing two steps."""
-    cfg = make_config(depth, size, batch, SHARED if which == "pretrain_shared" else None)
+    cfg = make_config(depth, size, batch, RSS_VARIANTS[which])
     data = first_batch(cfg)
     before = peak_rss_mib()
     step = (detector_step_fn if which == "detector" else pretrain_step_fn)(cfg, data)
@@ -215,14 +379,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="phase breakdown + top operators")
-    p.add_argument(
-        "--rss", choices=("pretrain", "pretrain_shared", "detector"), help="peak RSS of one side"
-    )
+    p.add_argument("--rss", choices=tuple(RSS_VARIANTS), help="peak RSS of one side")
+    p.add_argument("--overhead", action="store_true", help="step / its mandatory encoder passes")
+    p.add_argument("--checkpointing", action="store_true", help="step time, checkpointing on/off")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none", help="CUDA only")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="--overhead/--checkpointing: wall seconds, or CPU seconds of this process (with "
+        "--threads 1: the work done, robust to other jobs on a shared CPU)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.rss:
+    if args.device == "cuda":
+        emit(compare_cuda(args.depth, args.size, args.batch, args.reps, args.amp))
+    elif args.overhead:
+        emit(overhead(args.depth, args.size, args.batch, args.reps, args.clock))
+    elif args.checkpointing:
+        emit(checkpointing_cost(args.depth, args.size, args.batch, args.reps, args.clock))
+    elif args.rss:
         emit(rss_run(args.rss, args.depth, args.size, args.batch))
     elif args.profile:
         cfg = make_config(args.depth, args.size, args.batch)

@@ -283,6 +283,9 @@ class PretrainConfig:
     ar: ARConfig = field(default_factory=ARConfig)
     sr: SRConfig = field(default_factory=SRConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    # recompute the online encoder's ResNet stages in backward (torch.utils.checkpoint): same
+    # numbers, peak memory down towards one pass's activations, one more stage forward each
+    checkpointing: bool = False
 
 
 @dataclass

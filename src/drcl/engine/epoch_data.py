@@ -28,6 +28,8 @@ class SamplerEpochData:
         iters_per_epoch: nominal batches per epoch (sizes the schedule and checkpoints).
         collate_fn: list of samples -> batch.
         num_workers: DataLoader workers.
+        pin_memory: page-locked batches, so that copies to a GPU run asynchronously
+            (``to_device`` uses ``non_blocking``); for CUDA runs.
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class SamplerEpochData:
         iters_per_epoch: int,
         collate_fn: Callable[[list[Any]], Any],
         num_workers: int = 0,
+        pin_memory: bool = False,
     ):
         self.dataset, self.sampler = dataset, sampler
+        self.pin_memory = pin_memory
         self.batch, self.iters_per_epoch = batch_per_rank, iters_per_epoch
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self._consumed = 0
@@ -61,6 +65,7 @@ class SamplerEpochData:
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             drop_last=True,
+            pin_memory=self.pin_memory,
         )
         for batch in loader:
             self._consumed += 1

@@ -87,9 +87,12 @@ def _masked_logits(q: Tensor, k_all: Tensor, valid_all: Tensor, temperature: flo
     """``(N, M)`` cosine / temperature, excluded keys set to ``_EXCLUDED``."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    qn = F.normalize(q.float(), dim=1)
-    kn = F.normalize(k_all.float(), dim=1)
-    return (qn @ kn.T / temperature).masked_fill(~valid_all[None, :], _EXCLUDED)
+    # fp32 even under autocast: fp16 cannot hold _EXCLUDED (max 65504), and a cosine / 0.2 in
+    # bf16 (8 mantissa bits) would blur the logits the softmax compares
+    with torch.autocast(q.device.type, enabled=False):
+        qn = F.normalize(q.float(), dim=1)
+        kn = F.normalize(k_all.float(), dim=1)
+        return (qn @ kn.T / temperature).masked_fill(~valid_all[None, :], _EXCLUDED)
 
 
 def _mean_over(per_row: Tensor, keep: Tensor) -> Tensor:

@@ -9,11 +9,14 @@ channels) keeps the same key names as ``fasterrcnn_resnet50_fpn``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -124,3 +127,111 @@ def load_resnet_weights(
         report.unexpected or "none",
     )
     return missing, report.unexpected
+
+
+# ------------------------------------------------------------------- activation checkpointing
+class CheckpointedStage(nn.Sequential):
+    """A ResNet stage (``layer1``..``layer4``) that can recompute its activations in backward.
+
+    The same children as the ``nn.Sequential`` it replaces, so state-dict keys do not change
+    (``layer1.0.conv1.weight``). With ``checkpointing = True``, in training with gradients on,
+    the stage keeps only its input for backward and re-runs its forward there
+    (``torch.utils.checkpoint``, non-reentrant): peak memory falls to the stage boundaries plus
+    one stage's activations, for one more forward of the stage.
+
+    Recomputation must give the same numbers and must not count a batch twice:
+
+    - batch norm in training mode does not update its running statistics (or
+      ``num_batches_tracked``) a second time: the recomputation updates scratch copies;
+    - a BN layer is recomputed in the mode (train/eval, ``track_running_stats``) and, for eval
+      mode, with the running statistics it had in the forward, even if a caller switched modes
+      (e.g. a pass that must not move the running statistics) or a later pass updated the
+      statistics before backward;
+    - random ops (dropout) replay the forward's RNG state (``preserve_rng_state``, the default).
+    """
+
+    checkpointing: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return super().forward(x)
+        if not (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return super().forward(x)  # nothing to differentiate: nothing to save
+        recompute = _ReplayBatchNorm(self)
+        return checkpoint(
+            super().forward,
+            x,
+            use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), recompute),
+        )
+
+
+class _ReplayBatchNorm:
+    """Context of a recomputation: each BN as in its forward, updating only scratch buffers.
+
+    Each BN layer gets its forward-time mode and ``track_running_stats`` flag and copies of its
+    forward-time running statistics (and ``num_batches_tracked``): eval mode normalises with the
+    same statistics as the forward, train mode normalises by the batch statistics as before, and
+    its running-stat update lands in the copies, which are dropped. (Passing no running stats
+    instead would change the tensors autograd saves, which checkpointing rejects.)
+    Re-enterable, for ``retain_graph``.
+    """
+
+    _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, stage: nn.Module) -> None:
+        # (bn, training, track_running_stats, buffers) as at forward time
+        self.saved = [
+            (m, m.training, m.track_running_stats, [_clone(getattr(m, b)) for b in self._BUFFERS])
+            for m in stage.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        self.before: list[tuple] = []
+
+    def __enter__(self) -> None:
+        self.before = [
+            (bn, bn.training, bn.track_running_stats, [getattr(bn, b) for b in self._BUFFERS])
+            for bn, *_ in self.saved
+        ]
+        for bn, training, track, buffers in self.saved:
+            # a caller may have run the forward with track_running_stats off (no stats passed
+            # to F.batch_norm): the recomputation must save the same tensors
+            bn.training, bn.track_running_stats = training, track
+            for name, value in zip(self._BUFFERS, buffers, strict=True):
+                setattr(bn, name, _clone(value))
+
+    def __exit__(self, *exc: object) -> None:
+        for bn, training, track, buffers in self.before:
+            bn.training, bn.track_running_stats = training, track
+            for name, value in zip(self._BUFFERS, buffers, strict=True):
+                setattr(bn, name, value)
+
+
+def _clone(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().clone()
+
+
+def set_stage_checkpointing(body: nn.Module, enabled: bool) -> nn.Module:
+    """Turn activation checkpointing of ``layer1``..``layer4`` of a ResNet body on or off.
+
+    Swaps each stage for a :class:`CheckpointedStage` holding the same blocks (parameters are
+    shared, keys unchanged); calling it again only flips the switch. Apply it to the online
+    encoder only: a ``no_grad`` pass (the EMA target) never checkpoints anyway.
+
+    Args:
+        body: a torchvision ``ResNet`` or the ``IntermediateLayerGetter`` of a ``BackboneWithFPN``
+            (``backbone.body``).
+        enabled: the new state.
+
+    Returns:
+        ``body``, changed in place.
+    """
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        stage = getattr(body, name, None)
+        if stage is None:
+            raise ValueError(f"set_stage_checkpointing: {type(body).__name__} has no {name}")
+        if not isinstance(stage, CheckpointedStage):
+            stage = CheckpointedStage(*stage)
+            setattr(body, name, stage)
+        stage.checkpointing = bool(enabled)
+    return body

@@ -48,7 +48,7 @@ from drcl.losses.contrastive import (
     multi_positive_info_nce,
 )
 from drcl.losses.reconstruction import pixel_l1_loss, semantic_reconstruction_loss
-from drcl.models.backbone import build_resnet_fpn
+from drcl.models.backbone import build_resnet_fpn, set_stage_checkpointing
 from drcl.models.ema import ema_momentum, ema_update
 from drcl.models.heads import (
     FeaturePredictor,
@@ -99,6 +99,8 @@ class DRCLModel(nn.Module):
         hcl, lcl, ar, sr, ema: the ``cfg.pretrain.*`` sections (dataclasses or OmegaConf nodes);
             ``None`` = schema defaults.
         gather_distributed: contrast against the keys of all ranks when a process group exists.
+        checkpointing: recompute the online ResNet stages in backward (``pretrain.checkpointing``;
+            :func:`drcl.models.backbone.set_stage_checkpointing`): same numbers, less memory.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class DRCLModel(nn.Module):
         sr: Any = None,
         ema: Any = None,
         gather_distributed: bool = True,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.hcl_cfg = hcl if hcl is not None else HCLConfig()
@@ -140,6 +143,7 @@ class DRCLModel(nn.Module):
         self._freeze_unreached()
         self.target = copy.deepcopy(self.online)
         self.target.requires_grad_(False)
+        set_stage_checkpointing(self.online.backbone.body, checkpointing)  # online side only
         self.roi_pool = MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=2)
         self.ar_roi_pool = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=2)
         self._init_queue()

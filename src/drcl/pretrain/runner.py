@@ -85,7 +85,10 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
         cfg.pretrain.sr.ratio,
     )
     ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    return SamplerEpochData(dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers)
+    pin = dist.resolve_device(cfg.train.device).type == "cuda"  # async host-to-GPU copies
+    return SamplerEpochData(
+        dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers, pin_memory=pin
+    )
 
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
@@ -142,6 +145,7 @@ def build_drcl_model(cfg: Config) -> DRCLModel:
         ar=p.ar,
         sr=p.sr,
         ema=p.ema,
+        checkpointing=p.checkpointing,
     )
 
 
