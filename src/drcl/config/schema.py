@@ -71,6 +71,13 @@ class AlphaSchedule(StrEnum):
     none = "none"
 
 
+class AlphaUpdate(StrEnum):
+    iteration = (
+        "iteration"  # each batch drawn with its own iteration's alpha (sampling/progressive.py)
+    )
+    epoch = "epoch"  # the epoch-list sampler: alpha fixed per sampler epoch
+
+
 class ARTarget(StrEnum):
     pixel = "pixel"
     object = "object"
@@ -226,6 +233,9 @@ class DRBConfig:
     alpha_start: float = 0.0
     alpha_end: float = 1.0
     step_at: float = 0.5  # for schedule=step
+    # iteration: every batch is drawn with the alpha of its own optimizer iteration (i.i.d. draws,
+    # sampling/progressive.py); epoch: the old epoch-list sampler, alpha fixed per sampler epoch
+    alpha_update: AlphaUpdate = AlphaUpdate.iteration
 
 
 @dataclass

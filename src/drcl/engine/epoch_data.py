@@ -49,6 +49,7 @@ class SamplerEpochData:
         self._consumed = 0
         self._restored = False
         self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
+        self._batch_alpha: float | None = None  # alpha the last consumed batch was drawn with
 
     def batches(self, epoch: int, progress: float) -> Iterator[Any]:
         """Batches of sampler epoch ``epoch`` (training ``progress`` in [0, 1] sets DRB's
@@ -72,6 +73,9 @@ class SamplerEpochData:
             yield self._note_skips(batch)
 
     def _note_skips(self, batch: Any) -> Any:
+        alpha = batch.pop("alpha", None)
+        if alpha is not None:  # one value per batch: all its samples share an iteration
+            self._batch_alpha = float(alpha[0])
         ids = batch.pop("skipped_id")
         self.skipped_ids.update(int(i) for i in ids.tolist() if i >= 0)
         return batch
@@ -82,7 +86,9 @@ class SamplerEpochData:
         return batch
 
     def logs(self) -> dict[str, float]:
-        out = {"alpha": float(self.sampler.alpha)}
+        # the alpha the last batch handed to the loop was drawn with (workers may prefetch ahead)
+        alpha = self.sampler.alpha if self._batch_alpha is None else self._batch_alpha
+        out = {"alpha": float(alpha)}
         if self.skipped_ids:
             out["skipped_images"] = len(self.skipped_ids)
         return out

@@ -69,6 +69,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             "mask": grid,
             "masked_view1": apply_patch_mask(v1.image, pixels),
             "skipped_id": torch.tensor(skipped),
+            "alpha": torch.tensor(float(sample.alpha), dtype=torch.float64),
         }
 
 

@@ -23,7 +23,12 @@ from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.pretrain.dataset import PretrainDataset, collate_views
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
-from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
+from drcl.sampling.drb import (
+    DynamicRebalancingSampler,
+    RepeatFactors,
+    repeat_factors_from_image_counts,
+)
+from drcl.sampling.progressive import ProgressiveDRBSampler
 from drcl.transforms.views import TwoViewTransform
 from drcl.utils.io import atomic_write, atomic_write_json
 
@@ -67,14 +72,8 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
             f"train.batch_size={cfg.train.batch_size} must be a multiple of the {info.world_size} "
             "processes"
         )
-    sampler = DynamicRebalancingSampler.from_config(
-        factors,
-        cfg.pretrain.drb,
-        seed=cfg.train.seed,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        with_context=True,
-    )
+    ipe = iters_per_epoch(len(images), cfg.train.batch_size)
+    sampler = build_drb_sampler(cfg, factors, per_rank, ipe, info)
     dataset = PretrainDataset(
         images,
         resolve_proposals(cfg, index, work_dir),
@@ -84,10 +83,29 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
         cfg.pretrain.sr.patch,
         cfg.pretrain.sr.ratio,
     )
-    ipe = iters_per_epoch(len(images), cfg.train.batch_size)
     pin = dist.resolve_device(cfg.train.device).type == "cuda"  # async host-to-GPU copies
     return SamplerEpochData(
         dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers, pin_memory=pin
+    )
+
+
+def build_drb_sampler(
+    cfg: Config, factors: RepeatFactors, per_rank: int, ipe: int, info: dist.DistInfo
+) -> DynamicRebalancingSampler | ProgressiveDRBSampler:
+    """The pre-training sampler: alpha per iteration (default) or per sampler epoch."""
+    shard = {"seed": cfg.train.seed, "num_replicas": info.world_size, "rank": info.rank}
+    if cfg.pretrain.drb.alpha_update == "epoch":
+        return DynamicRebalancingSampler.from_config(
+            factors, cfg.pretrain.drb, with_context=True, **shard
+        )
+    return ProgressiveDRBSampler.from_config(
+        factors,
+        cfg.pretrain.drb,
+        batch_per_rank=per_rank,
+        max_iters=cfg.train.max_iters or cfg.train.epochs * ipe,  # as make_trainer
+        iters_per_epoch=ipe,
+        accumulate=cfg.train.accumulate,
+        **shard,
     )
 
 
