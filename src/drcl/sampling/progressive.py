@@ -5,7 +5,8 @@ epoch's list is built, so a cosine schedule becomes a staircase of one value per
 Here every (micro-)batch is drawn with the alpha of its own optimizer iteration ``g``:
 
 * ``alpha_g = alpha(p_g)``, ``p_g = g / (max_iters - 1)`` so the last iteration uses ``alpha_end``;
-* each image of the batch is drawn i.i.d. with ``P(i) ∝ w_i(alpha_g) = (1 - a) r_i^img + a r_i^inst``.
+* each image of the batch is drawn i.i.d. with ``P(i) ∝ w_i(alpha_g)``,
+  ``w_i(a) = (1 - a) r_i^img + a r_i^inst``.
 
 Because ``w_i`` is linear in ``alpha``, ``P(i)`` is a two-component mixture of the fixed
 distributions ``r^img / S_img`` and ``r^inst / S_inst`` (``S = sum of factors``) with weight
