@@ -217,7 +217,8 @@ def test_shared_pass_runs_the_online_encoder_once_and_keeps_sr_ar():
     shared = make_model(sr=SRConfig(shared_pass=True))
     online, target = _count_body_calls(shared.online), _count_body_calls(shared.target)
     out = shared(make_batch())
-    assert online == [2 * B] and target == [2 * B]  # [masked view 1; view 2] once
+    # [masked view 1; view 2] once, then a no-grad BN-statistics pass over view 2 (test_bn_stats)
+    assert online == [2 * B, B] and target == [2 * B]
     out["loss"].backward()
     assert trainable_without_grad(shared) == []
     # per-sample features (eval-mode BN): SR and AR read exactly the masked view's features

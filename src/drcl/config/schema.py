@@ -257,6 +257,10 @@ class SRConfig:
     # pass (2B online images instead of 3B: ~25-30% less time and memory); false: a separate
     # online pass on the masked copy, HCL/LCL on the unmasked views (docs/method.md)
     shared_pass: bool = False
+    # false: the masked copy is normalised with its own batch statistics but never updates the
+    # online backbone's BN running statistics (they are exported); with shared_pass, a no-grad
+    # pass over view 2 updates them instead. true: the earlier behaviour (masked pass updates them)
+    masked_bn_update: bool = False
 
 
 @dataclass

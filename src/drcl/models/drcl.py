@@ -5,7 +5,9 @@ patch-masked copy of view 1 (see ``drcl.data.pretrain``). Passes per step:
 
 - online encoder on ``[view1; view2]`` (once, batched), with gradient;
 - target encoder on ``[view1; view2]`` (once, ``no_grad``), reused by HCL, LCL and SR;
-- online encoder on ``masked_view1`` (once), only when SR or AR(input=masked) is on.
+- online encoder on ``masked_view1`` (once), only when SR or AR(input=masked) is on; it uses
+  batch statistics but does not update the backbone's BN running statistics
+  (``sr.masked_bn_update``), so the exported backbone carries statistics of unmasked views only.
 
 Losses (``docs/method.md`` gives the formulas and the reasons):
 
@@ -25,6 +27,7 @@ so DDP runs with ``find_unused_parameters=False``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from typing import Any
@@ -49,6 +52,7 @@ from drcl.losses.contrastive import (
 )
 from drcl.losses.reconstruction import pixel_l1_loss, semantic_reconstruction_loss
 from drcl.models.backbone import build_resnet_fpn, set_stage_checkpointing
+from drcl.models.bn_stats import frozen_bn_stats
 from drcl.models.ema import ema_momentum, ema_update
 from drcl.models.heads import (
     FeaturePredictor,
@@ -253,9 +257,11 @@ class DRCLModel(nn.Module):
         if shared and (on("hcl") or on("lcl") or ar_view):
             # one online pass over [masked view 1; view 2] serves every term (sr.shared_pass)
             b = views.shape[0] // 2
-            c5_on, fpn_on = self.online.encode(
-                torch.cat([batch["masked_view1"], views[b:]]), with_fpn=True
-            )
+            with self._masked_bn_context():
+                c5_on, fpn_on = self.online.encode(
+                    torch.cat([batch["masked_view1"], views[b:]]), with_fpn=True
+                )
+            self._update_bn_stats(views[b:])
             fpn_masked = {k: v[:b] for k, v in fpn_on.items()}
         elif on("hcl") or on("lcl") or ar_view:
             c5_on, fpn_on = self.online.encode(views, with_fpn=on("lcl") or ar_view)
@@ -263,8 +269,25 @@ class DRCLModel(nn.Module):
             with torch.no_grad():
                 c5_tg, fpn_tg = self.target.encode(views, with_fpn=on("lcl") or on("sr"))
         if masked and fpn_masked is None:
-            fpn_masked = self.online.encode(batch["masked_view1"], with_fpn=True)[1]
+            with self._masked_bn_context():
+                fpn_masked = self.online.encode(batch["masked_view1"], with_fpn=True)[1]
         return c5_on, fpn_on, c5_tg, fpn_tg, fpn_masked
+
+    def _masked_bn_context(self) -> Any:
+        """The exported backbone's BN running statistics ignore masked images (sr.masked_bn_update
+        false, the default): they describe real images, which is what fine-tuning sees."""
+        if bool(getattr(self.sr_cfg, "masked_bn_update", False)):
+            return contextlib.nullcontext()
+        return frozen_bn_stats(self.online.backbone)
+
+    @torch.no_grad()
+    def _update_bn_stats(self, images: Tensor) -> None:
+        """sr.shared_pass: the shared pass mixed masked and unmasked images, so refresh the
+        running statistics from the unmasked view 2 alone (a no-grad pass through the ResNet
+        body; the FPN has no BN). Skipped with masked_bn_update or in eval mode."""
+        if bool(getattr(self.sr_cfg, "masked_bn_update", False)) or not self.training:
+            return
+        self.online.backbone.body(images)
 
     def _with_total(self, losses: dict[str, Tensor], ref: Tensor) -> dict[str, Tensor]:
         zero = ref.new_zeros((), dtype=torch.float32)
