@@ -38,6 +38,7 @@ def make_batch(seed=0, valid=None):
         "box_labels": torch.tensor([[0] * K, [1, 2, 1, 0, 2, 3, 0, 0]]),
         "mask": grid,
         "masked_view1": v1.masked_fill(pixels[:, None], 0.0),
+        "clean_view1": 0.5 * v1,  # stand-in for view 1 before photometric augmentation
     }
 
 

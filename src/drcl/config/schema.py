@@ -244,7 +244,14 @@ class ARConfig:
     target: ARTarget = ARTarget.pixel
     # features decoded: of the masked view 1 (inpainting) or of view 1
     input: ARInput = ARInput.masked
-    masked_only: bool = False  # pixel target: L1 on masked pixels only (MAE-style)
+    # input=masked, pixel target: L1 on the masked patches only (MAE-style); false: all pixels
+    masked_only: bool = True
+    # true: the target is view 1 before photometric augmentation (same crop and flip; no jitter,
+    # grayscale, blur, solarisation): its "natural appearance"; false: the augmented view 1
+    clean_target: bool = True
+    # MAE's norm_pix_loss: normalise the target per patch (mean 0, var 1 over the patch's pixels
+    # and channels; patch = sr.patch for the pixel target, the whole 28x28 crop for object)
+    norm_pix: bool = False
     channels: int = 32
 
 

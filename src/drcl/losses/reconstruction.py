@@ -53,6 +53,36 @@ def pixel_l1_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> T
     return (err * m).sum() / (m.sum() * pred.shape[1]).clamp(min=1.0)
 
 
+def patch_normalize(target: Tensor, patch: int, eps: float = 1e-6) -> Tensor:
+    """MAE's ``norm_pix_loss`` target: each ``patch x patch`` cell normalised to mean 0, var 1.
+
+    ``t' = (t - mean) / sqrt(var + eps)``, mean and (unbiased, as MAE's ``var(dim=-1)``) variance
+    over the cell's ``C * patch * patch`` values (He et al., "Masked Autoencoders Are Scalable
+    Vision Learners", 2022, Sec. 4 / ``models_mae.py``).
+
+    Args:
+        target: ``(B, C, H, W)`` with H and W multiples of ``patch``.
+        patch: cell side in pixels.
+        eps: added to the variance (MAE: 1e-6).
+
+    Returns:
+        ``(B, C, H, W)`` normalised target.
+    """
+    b, c, h, w = target.shape
+    if patch < 1 or h % patch or w % patch:
+        raise ValueError(
+            f"patch_normalize: image {h}x{w} is not a whole number of {patch}-px patches "
+            "(pretrain.views.size must be a multiple of pretrain.sr.patch for ar.norm_pix)"
+        )
+    gh, gw = h // patch, w // patch
+    cells = target.float().reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5)
+    cells = cells.reshape(b, gh, gw, -1)
+    mean, var = cells.mean(-1, keepdim=True), cells.var(-1, keepdim=True)
+    cells = (cells - mean) / (var + eps).sqrt()
+    cells = cells.reshape(b, gh, gw, c, patch, patch).permute(0, 3, 1, 4, 2, 5)
+    return cells.reshape(b, c, h, w)
+
+
 def semantic_reconstruction_loss(pred: list[Tensor], target: list[Tensor], mask: Tensor) -> Tensor:
     """SR loss: ``1 - cos`` over channels, at masked positions, averaged per level then over levels.
 

@@ -16,7 +16,8 @@ Losses (``docs/method.md`` gives the formulas and the reasons):
 - LCL: ``MultiScaleRoIAlign`` 7x7 on P2-P5 -> ``TwoMLPHead`` -> projector -> predictor;
   InfoNCE (t = 0.5), positive = the same box in the other view (target), negatives = all other
   valid boxes of the global batch; supervised option = multi-positive by known class.
-- AR: decoder from P2 -> normalised RGB of the unmasked view 1; L1.
+- AR: decoder from P2 of the masked view 1 -> normalised RGB of view 1 before photometric
+  augmentation (``clean_view1``); L1 on the masked patches (MAE-style; options in ``ar``).
 - SR: predictor on the masked image's P2-P5 -> target's P2-P5 of the whole view 1, ``1 - cos``
   at masked positions.
 
@@ -50,7 +51,11 @@ from drcl.losses.contrastive import (
     info_nce,
     multi_positive_info_nce,
 )
-from drcl.losses.reconstruction import pixel_l1_loss, semantic_reconstruction_loss
+from drcl.losses.reconstruction import (
+    patch_normalize,
+    pixel_l1_loss,
+    semantic_reconstruction_loss,
+)
 from drcl.models.backbone import build_resnet_fpn, set_stage_checkpointing
 from drcl.models.bn_stats import frozen_bn_stats
 from drcl.models.ema import ema_momentum, ema_update
@@ -365,19 +370,37 @@ class DRCLModel(nn.Module):
 
     # ------------------------------------------------------------------------ AR and SR (pixels)
     def _ar_loss(self, feats: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
-        """L1 to the normalised RGB of the unmasked view 1, whole image or box crops."""
-        image = batch["view1"]
+        """L1 to the normalised RGB of view 1 before photometric augmentation (``ar.clean_target``),
+        on the masked patches (``ar.masked_only``), whole image or box crops."""
+        image = batch["clean_view1"] if self._ar_clean else batch["view1"]
         size = tuple(image.shape[-2:])
+        norm_pix = bool(getattr(self.ar_cfg, "norm_pix", False))
         if self.ar_cfg.target == "pixel":
-            mask = self._pixel_mask(batch) if getattr(self.ar_cfg, "masked_only", False) else None
-            return pixel_l1_loss(self.ar_decoder(feats["0"], size), image, mask)
+            mask = self._pixel_mask(batch) if self._ar_masked_only else None
+            target = patch_normalize(image, int(self.sr_cfg.patch)) if norm_pix else image
+            return pixel_l1_loss(self.ar_decoder(feats["0"], size), target, mask)
         valid = batch["box_valid"].bool()
         boxes = list(_fill_invalid(batch["boxes1"], valid, size).unbind(0))
         pred = self.ar_decoder(self.ar_roi_pool(feats, boxes, [size] * len(boxes)))
         with torch.no_grad():  # (B*K, 3, 28, 28) crops, same box order as the RoI features
             target = roi_align(image, boxes, AR_TARGET_SIZE, 1.0, 2, aligned=True)
+            target = patch_normalize(target, AR_TARGET_SIZE) if norm_pix else target
         keep = valid.reshape(-1)[:, None, None].expand(-1, AR_TARGET_SIZE, AR_TARGET_SIZE)
         return pixel_l1_loss(pred, target, keep)
+
+    @property
+    def _ar_clean(self) -> bool:
+        return self.enabled("ar") and bool(getattr(self.ar_cfg, "clean_target", False))
+
+    @property
+    def _ar_masked_only(self) -> bool:
+        """Masked patches only: pixel target decoded from the masked view (with input=view
+        nothing is hidden, so every pixel counts)."""
+        return (
+            self._ar_masked
+            and self.ar_cfg.target == "pixel"
+            and bool(getattr(self.ar_cfg, "masked_only", False))
+        )
 
     def _sr_loss(self, fpn_masked: dict, fpn_tg1: dict, batch: dict[str, Tensor]) -> Tensor:
         """``1 - cos`` between predicted P2-P5 of the masked view 1 and the target's of view 1."""
@@ -400,8 +423,8 @@ class DRCLModel(nn.Module):
         need = list(BATCH_KEYS)
         if self.enabled("sr") or self._ar_masked:
             need += ["mask", "masked_view1"]
-        elif self.enabled("ar") and getattr(self.ar_cfg, "masked_only", False):
-            need += ["mask"]
+        if self._ar_clean:
+            need += ["clean_view1"]
         missing = [key for key in need if key not in batch]
         if missing:
             raise ValueError(f"batch is missing {missing}; it has {sorted(batch)}")

@@ -68,6 +68,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             "box_labels": _pad(labels[chosen], self.k),
             "mask": grid,
             "masked_view1": apply_patch_mask(v1.image, pixels),
+            "clean_view1": v1.clean,  # AR target: view 1 before photometric augmentation
             "skipped_id": torch.tensor(skipped),
             "alpha": torch.tensor(float(sample.alpha), dtype=torch.float64),
         }

@@ -36,6 +36,9 @@ class View:
         keep: (K,) bool, the box is large and visible enough in this view.
         crop: (top, left, height, width) of the crop in the input image.
         flipped: the view was mirrored horizontally.
+        clean: (3, S, S) float, ImageNet-normalised: the same crop, resize and flip as ``image``
+            but no photometric change (no jitter, grayscale, blur or solarisation); the AR target,
+            the view's "natural appearance".
     """
 
     image: torch.Tensor
@@ -43,6 +46,7 @@ class View:
     keep: torch.Tensor
     crop: tuple[int, int, int, int]
     flipped: bool
+    clean: torch.Tensor | None = None
 
 
 @dataclass
@@ -226,8 +230,9 @@ class TwoViewTransform:
             out_boxes = hflip_boxes(out_boxes, self.cfg.size) if flip else out_boxes
             img = F.resized_crop(image, *crops[v], size=[self.cfg.size] * 2, antialias=True)
             img = F.horizontal_flip(img) if flip else img
+            clean = F.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD))
             img = self._photometric(img, v, g)
-            views.append(View(img, out_boxes, keep, crops[v], flip))
+            views.append(View(img, out_boxes, keep, crops[v], flip, clean))
         return TwoViews((views[0], views[1]), views[0].keep & views[1].keep)
 
     def _sample_crops(
