@@ -186,7 +186,10 @@ class ProposalConfig:
     score_thresh: float = 0.05
     min_size: float = 4.0
     label_iou: float = 0.5  # a proposal takes the class of a GT box it overlaps this much
-    detector_iters: int = 200
+    detector_iters: int = 200  # class-agnostic detector budget (demo scale) when epochs = 0
+    # > 0: train the class-agnostic detector this many epochs of the training set instead
+    # (iterations = epochs * ceil(num_images / batch)); paper-scale recipes use 12, a 1x schedule
+    detector_epochs: int = 0
 
 
 @dataclass

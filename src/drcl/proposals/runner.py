@@ -26,8 +26,17 @@ def detector_config(cfg: Config, agnostic_ann: Path) -> Config:
     p = cfg.pretrain.proposals
     det = OmegaConf.merge(cfg, {})
     det.data.train_ann = str(agnostic_ann)
-    det.train.max_iters = p.detector_iters
-    det.train.checkpoint_every = p.detector_iters
+    if p.detector_epochs < 0 or p.detector_iters < 1:
+        raise ValueError(
+            "pretrain.proposals: detector_epochs must be >= 0 and detector_iters >= 1, got "
+            f"{p.detector_epochs} and {p.detector_iters}"
+        )
+    if p.detector_epochs > 0:  # dataset-proportional: the engine turns epochs into iterations
+        det.train.max_iters, det.train.epochs = 0, p.detector_epochs
+        det.train.checkpoint_every = 0  # once per epoch
+    else:
+        det.train.max_iters = p.detector_iters
+        det.train.checkpoint_every = p.detector_iters
     det.finetune.arch, det.finetune.loss, det.finetune.rfs = "faster_rcnn", "ce", False
     det.finetune.score_thresh, det.finetune.nms_thresh = p.score_thresh, p.nms
     det.finetune.detections_per_img = p.top_n
