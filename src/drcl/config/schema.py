@@ -72,10 +72,15 @@ class AlphaSchedule(StrEnum):
 
 
 class AlphaUpdate(StrEnum):
-    iteration = (
-        "iteration"  # each batch drawn with its own iteration's alpha (sampling/progressive.py)
-    )
-    epoch = "epoch"  # the epoch-list sampler: alpha fixed per sampler epoch
+    # iteration: each batch is drawn with its own iteration's alpha (sampling/progressive.py);
+    # epoch: the epoch-list sampler, alpha fixed per sampler epoch
+    iteration = "iteration"
+    epoch = "epoch"
+
+
+class InstanceFactor(StrEnum):
+    instance_rfs = "instance_rfs"  # max(1, sqrt(t / f_inst))
+    irfs = "irfs"  # max(1, sqrt(t / sqrt(f_img * f_inst))), Yaman et al. 2023
 
 
 class ARTarget(StrEnum):
@@ -239,6 +244,9 @@ class DRBConfig:
     # iteration: every batch is drawn with the alpha of its own optimizer iteration (i.i.d. draws,
     # sampling/progressive.py); epoch: the old epoch-list sampler, alpha fixed per sampler epoch
     alpha_update: AlphaUpdate = AlphaUpdate.iteration
+    # instance-level class factor r_c^inst: instance_rfs = max(1, sqrt(t / f_inst)) (RFS on
+    # instance fractions); irfs = max(1, sqrt(t / sqrt(f_img * f_inst))) (Yaman et al. 2023)
+    instance_factor: InstanceFactor = InstanceFactor.instance_rfs
 
 
 @dataclass

@@ -64,7 +64,11 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     images = DetectionDataset(None, images_dir, on_error=cfg.data.on_error, index=index)
     labels = index.image_labels()
     factors = repeat_factors_from_image_counts(
-        (labels.offsets, labels.labels), len(labels), cfg.pretrain.drb.threshold, index.num_classes
+        (labels.offsets, labels.labels),
+        len(labels),
+        cfg.pretrain.drb.threshold,
+        index.num_classes,
+        instance_factor=cfg.pretrain.drb.instance_factor,
     )
     per_rank = cfg.train.batch_size // info.world_size
     if per_rank < 1 or per_rank * info.world_size != cfg.train.batch_size:

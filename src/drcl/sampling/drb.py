@@ -5,7 +5,14 @@ instance-level resampling", 2DRCL abstract and Sec. 3):
 
 * class factor ``r_c = max(1, sqrt(t / f_c))`` (LVIS repeat factor sampling, Gupta et al. 2019),
   once with ``f_c`` = fraction of training *images* containing class c (image level, RFS), once
-  with ``f_c`` = fraction of all labelled *instances* that are class c (instance level, IRFS);
+  at instance level (``pretrain.drb.instance_factor``):
+
+  - ``instance_rfs`` (default): the same formula with ``f_c`` = fraction of all labelled
+    *instances* that are class c;
+  - ``irfs``: instance-aware RFS (Yaman, Mahmud, Liu, "Instance-Aware Repeat Factor Sampling for
+    Long-Tailed Object Detection", arXiv 2305.08069, 2023),
+    ``r_c = max(1, sqrt(t / sqrt(f_c^img * f_c^inst)))``, the geometric mean of the two
+    fractions;
 * image factor ``r_i = max_{c in image i} r_c`` (1 for an image without labels);
 * image weight ``w_i(alpha) = (1 - alpha) * r_i^img + alpha * r_i^inst``, ``alpha = alpha(p)`` a
   schedule over the training progress ``p`` in [0, 1];
@@ -29,6 +36,7 @@ from torch.utils.data import Sampler
 from drcl.config.schema import DRBConfig
 
 ALPHA_SCHEDULES = ("linear", "cosine", "step", "none")
+INSTANCE_FACTORS = ("instance_rfs", "irfs")
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,8 @@ class RepeatFactors:
         image: (N,) ``r_i^img``, from image frequencies.
         instance: (N,) ``r_i^inst``, from instance frequencies.
         class_image: (C + 1,) ``r_c`` from image frequencies; index = label, index 0 unused (1).
-        class_instance: (C + 1,) ``r_c`` from instance frequencies; this is ``r_b`` for a box of
-            class ``c`` in :func:`select_boxes`.
+        class_instance: (C + 1,) instance-level ``r_c`` (``instance_rfs`` or ``irfs``); this is
+            ``r_b`` for a box of class ``c`` in :func:`select_boxes`.
     """
 
     image: np.ndarray
@@ -112,6 +120,7 @@ def repeat_factors_from_image_counts(
     num_images: int,
     t: float = 1e-3,
     num_classes: int | None = None,
+    instance_factor: str = "instance_rfs",
 ) -> RepeatFactors:
     """Image- and instance-level repeat factors from per-image instance labels.
 
@@ -122,10 +131,16 @@ def repeat_factors_from_image_counts(
         num_images: N, the number of training images (images without labels included).
         t: RFS threshold.
         num_classes: C; default the largest label.
+        instance_factor: ``instance_rfs`` (RFS on instance fractions) or ``irfs`` (geometric mean
+            of image and instance fractions, Yaman et al. 2023).
 
     Returns:
         :class:`RepeatFactors`.
     """
+    if instance_factor not in INSTANCE_FACTORS:
+        raise ValueError(
+            f"pretrain.drb.instance_factor: got {instance_factor!r}, allowed: {INSTANCE_FACTORS}"
+        )
     offsets = np.asarray(image_labels_csr[0], dtype=np.int64)
     labels = np.asarray(image_labels_csr[1])
     _check_csr(offsets, labels, num_images)
@@ -143,10 +158,15 @@ def repeat_factors_from_image_counts(
     pairs = np.sort(image_of[labelled] * (num_classes + 1) + labels[labelled])
     pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))] if len(pairs) else pairs
     image_counts = np.bincount(pairs % (num_classes + 1), minlength=num_classes + 1)
-    # f_c^inst: instances of class c / all labelled instances (IRFS)
+    # f_c^inst: instances of class c / all labelled instances
     inst_counts = np.bincount(labels[labelled], minlength=num_classes + 1)
-    class_img = class_repeat_factors(image_counts / max(num_images, 1), t)
-    class_inst = class_repeat_factors(inst_counts / max(int(labelled.sum()), 1), t)
+    f_img = image_counts / max(num_images, 1)
+    f_inst = inst_counts / max(int(labelled.sum()), 1)
+    class_img = class_repeat_factors(f_img, t)
+    if instance_factor == "irfs":  # r_c = max(1, sqrt(t / sqrt(f_img * f_inst)))
+        class_inst = class_repeat_factors(np.sqrt(f_img * f_inst), t)
+    else:  # instance_rfs: r_c = max(1, sqrt(t / f_inst))
+        class_inst = class_repeat_factors(f_inst, t)
     safe = np.where(labelled, labels, 0)  # index 0 has factor 1
     return RepeatFactors(
         image=_image_max(class_img[safe], offsets),
