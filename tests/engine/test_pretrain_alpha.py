@@ -30,6 +30,9 @@ def test_logged_alpha_is_the_alpha_of_each_iterations_batch(tiny_overrides, tmp_
     # iteration `iter` (1-based) ran on batch g = iter - 1, drawn with alpha(g / (max_iters - 1))
     assert [r["alpha"] for r in rows] == [alpha_at(g / 2, "cosine") for g in range(3)]
     assert rows[-1]["alpha"] == 1.0  # reaches alpha_end
+    for r in rows:  # the mechanism figure's data: composition of the contrasted boxes
+        shares = r["box_share_r"] + r["box_share_c"] + r["box_share_f"]
+        assert shares == pytest.approx(1.0) and 0 < r["box_entropy"] <= 1 and r["boxes_known"] > 0
 
 
 @pytest.mark.slow  # resume of the per-iteration stream: test_progressive_sampler + sigkill test

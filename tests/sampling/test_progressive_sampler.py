@@ -88,7 +88,7 @@ def test_deterministic_per_seed_and_independent_of_rank_split() -> None:
     assert a == b
     assert [x.index for x in make(seed=4)] != [x.index for x in a]
     ranks = [list(make(batch_per_rank=1, num_replicas=2, rank=r)) for r in (0, 1)]
-    interleaved = [x for pair in zip(*ranks) for x in pair]
+    interleaved = [x for pair in zip(*ranks, strict=True) for x in pair]
     assert interleaved == a  # rank r takes positions r::R of the same global batches
 
 

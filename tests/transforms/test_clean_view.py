@@ -52,5 +52,5 @@ def test_carrying_the_clean_view_does_not_change_the_augmented_views() -> None:
     a = TwoViewTransform(STRONG)(image, torch.zeros(0, 4), seed=9)
     g = torch.Generator().manual_seed(9)
     b = TwoViewTransform(STRONG)(image, torch.zeros(0, 4), generator=g)
-    for x, y in zip(a.views, b.views):
+    for x, y in zip(a.views, b.views, strict=True):
         assert torch.equal(x.image, y.image) and torch.equal(x.clean, y.clean)

@@ -1,5 +1,5 @@
-"""``drcl analyze errors | weight-norms | attention``: each parses its own arguments and calls
-its runner in :mod:`drcl.analysis.runner`.
+"""``drcl analyze errors | weight-norms | attention | box-composition``: each parses its own
+arguments and calls its runner in :mod:`drcl.analysis.runner`.
 
 Runs are named on the command line as ``NAME=PATH`` (``baseline=work/ft_base``); a bare path
 is named after its file or folder. A fine-tuning run dir stands for its
@@ -79,6 +79,28 @@ def _attention_parser() -> argparse.ArgumentParser:
     return p
 
 
+# ----------------------------------------------------------------------------- box composition
+
+
+def _box_composition_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="drcl analyze box-composition",
+        description="class composition of the boxes LCL contrasts over training (r/c/f shares "
+        "and normalised entropy), runs side by side",
+    )
+    p.add_argument("runs", nargs="*", metavar="NAME=RUN_DIR", help="pre-training run folders")
+    p.add_argument(
+        "--simulate",
+        metavar="CONFIG",
+        help="replay the sampler + box selection of this pre-training config for uniform, "
+        "image-level RFS and DRB (no training)",
+    )
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--interval", type=int, help="iterations per point (default train.log_every)")
+    p.add_argument("--out", required=True, help="PNG path; the rows go to the same name .json")
+    return p
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -113,10 +135,18 @@ def _attention(ns: argparse.Namespace) -> None:
     )
 
 
+def _box_composition(ns: argparse.Namespace) -> None:
+    from drcl.analysis.runner import run_box_composition
+
+    runs = parse_named(ns.runs, "runs")
+    run_box_composition(runs, ns.out, ns.simulate, ns.set, ns.interval)
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[..., None]]] = {
     "errors": (_errors_parser, _errors),
     "weight-norms": (_weight_norms_parser, _weight_norms),
     "attention": (_attention_parser, _attention),
+    "box-composition": (_box_composition_parser, _box_composition),
 }
 
 

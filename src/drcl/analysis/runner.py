@@ -208,3 +208,129 @@ def run_attention(
     atomic_write_json(out / "attention.json", meta | {"layer": layer}, indent=2)
     log.info("wrote %s (%d images x %d checkpoints)", out / "attention.png", len(images), len(runs))
     return out / "attention.png"
+
+
+# ----------------------------------------------------------------------------- box composition
+
+
+def simulate_box_composition(
+    cfg: Config, work_dir: str | Path, interval: int | None = None
+) -> list[dict[str, float]]:
+    """Replay the pre-training sampler and box selection of ``cfg`` over its whole schedule.
+
+    The same draws as training (same seeds), counted before the random crops drop boxes, without
+    a model: seconds instead of a training run.
+
+    Args:
+        cfg: a pre-training config.
+        work_dir: where ``source=gt`` proposals are written (as ``drcl pretrain`` does).
+        interval: iterations per row; default ``train.log_every``.
+
+    Returns:
+        one row per interval: ``iter`` (last iteration of the interval), ``alpha`` (of that
+        iteration) and the :func:`~drcl.pretrain.box_composition.composition` keys.
+    """
+    import torch
+
+    from drcl.data.coco import CocoIndex
+    from drcl.engine.distributed import DistInfo
+    from drcl.engine.trainer import iters_per_epoch
+    from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
+    from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
+    from drcl.sampling.drb import select_boxes
+
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    factors = drb_factors(cfg, index)
+    proposals = resolve_proposals(cfg, index, Path(work_dir))
+    batch, k = cfg.train.batch_size, cfg.pretrain.lcl.boxes_per_image
+    ipe = iters_per_epoch(len(index.image_ids), batch)
+    sampler = build_drb_sampler(cfg, factors, batch, ipe, DistInfo())
+    max_iters = cfg.train.max_iters or cfg.train.epochs * ipe
+    class_factors = torch.as_tensor(
+        factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1)
+    )
+    interval = interval or cfg.train.log_every
+    meter, rows, done, epoch = BoxCompositionMeter(label_groups(index)), [], 0, 0
+    empty = torch.zeros(0, dtype=torch.int64)
+    while done < max_iters:
+        sampler.set_progress(done / max_iters)  # the epoch-list sampler reads it per epoch
+        sampler.set_epoch(epoch)
+        for pos, sample in enumerate(sampler):
+            labels = proposals.get(index.image_ids[sample.index], (None, empty))[1]
+            labels = torch.as_tensor(labels, dtype=torch.int64)
+            g = torch.Generator().manual_seed(int(sample.seed))  # as PretrainDataset draws
+            meter.update(labels[select_boxes(labels, k, sample.alpha, class_factors, g)])
+            if (pos + 1) % batch:
+                continue
+            done += 1
+            if done % interval == 0 or done == max_iters:
+                rows.append({"iter": done, "alpha": sample.alpha, **meter.summary()})
+            if done == max_iters:
+                break
+        epoch += 1
+    return rows
+
+
+def simulate_variants(
+    config: str | None, overrides: list[str], work_dir: str | Path, interval: int | None
+) -> dict[str, list[dict[str, float]]]:
+    """:func:`simulate_box_composition` for each of the figure's variants (uniform, image-level
+    RFS, DRB: :data:`drcl.analysis.box_composition.VARIANTS`) on top of ``config``."""
+    from drcl.analysis.box_composition import VARIANTS
+    from drcl.config import load_config
+
+    out = {}
+    for i, (name, extra) in enumerate(VARIANTS.items()):
+        cfg = load_config(config, [*overrides, *extra])
+        out[name] = simulate_box_composition(cfg, Path(work_dir) / f"variant{i}", interval)
+    return out
+
+
+def run_box_composition(
+    runs: dict[str, str],
+    out: str | Path,
+    simulate: str | None = None,
+    overrides: list[str] | None = None,
+    interval: int | None = None,
+) -> dict[str, list[dict[str, float]]]:
+    """The mechanism figure: box composition of pre-training runs and/or simulated variants.
+
+    Args:
+        runs: ``{name: pre-training run dir}`` (their ``metrics.jsonl``).
+        out: PNG path; the rows go to the same name ``.json``.
+        simulate: a pre-training config to replay for the three variants (no training).
+        overrides: ``key=value`` overrides of ``simulate``.
+        interval: iterations per simulated point (default ``train.log_every``).
+    """
+    from drcl.analysis.box_composition import plot_box_composition, rows_from_metrics
+    from drcl.engine.logging import read_metrics
+
+    if not runs and not simulate:
+        raise ValueError("analyze box-composition: give run folders or --simulate CONFIG")
+    rows: dict[str, list[dict[str, float]]] = {}
+    for name, path in runs.items():
+        metrics = Path(path) / "metrics.jsonl"
+        if not metrics.is_file():
+            raise ValueError(f"run {name!r}: {metrics} does not exist")
+        rows[name] = rows_from_metrics(read_metrics(metrics))
+        if not rows[name]:
+            raise ValueError(f"run {name!r}: {metrics} has no box_share_* rows (not pre-training?)")
+    out = Path(out)
+    if simulate:
+        work = out.with_name(f"{out.stem}.simulation")
+        rows |= simulate_variants(simulate, list(overrides or []), work, interval)
+    plot_box_composition(rows, out)
+    atomic_write_json(out.with_suffix(".json"), {"runs": rows}, indent=1)
+    for name, rs in rows.items():
+        mean = {g: np.nanmean([r[f"box_share_{g}"] for r in rs]) for g in "rcf"}
+        ent = np.nanmean([r["box_entropy"] for r in rs])
+        log.info(
+            "%-32s rare %6.1f%% common %6.1f%% frequent %6.1f%% entropy %.3f",
+            name[:32],
+            100 * mean["r"],
+            100 * mean["c"],
+            100 * mean["f"],
+            ent,
+        )
+    log.info("wrote %s and %s", out, out.with_suffix(".json"))
+    return rows

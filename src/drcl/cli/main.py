@@ -131,8 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
     p.set_defaults(handler=cli_finetune)
 
-    p = sub.add_parser("analyze", help="error breakdown, classifier weight norms, attention maps")
-    p.add_argument("what", choices=["errors", "weight-norms", "attention"], help="which analysis")
+    p = sub.add_parser(
+        "analyze", help="error breakdown, classifier weight norms, attention maps, box composition"
+    )
+    p.add_argument(
+        "what",
+        choices=["errors", "weight-norms", "attention", "box-composition"],
+        help="which analysis",
+    )
     p.add_argument(
         "rest", nargs=argparse.REMAINDER, help="its arguments (drcl analyze WHAT --help)"
     )

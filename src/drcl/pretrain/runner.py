@@ -21,6 +21,7 @@ from drcl.engine.epoch_data import SamplerEpochData
 from drcl.engine.schedule import scaled_lr
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
+from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
 from drcl.pretrain.dataset import PretrainDataset, collate_views
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
 from drcl.sampling.drb import (
@@ -56,20 +57,25 @@ def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposal
     return load_proposals(path, index.data, index.cat_id_to_label)
 
 
-def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> SamplerEpochData:
-    index = CocoIndex.from_file(cfg.data.train_ann)
-    images_dir = Path(cfg.data.train_images)
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
-    images = DetectionDataset(None, images_dir, on_error=cfg.data.on_error, index=index)
+def drb_factors(cfg: Config, index: CocoIndex) -> RepeatFactors:
+    """Image- and instance-level repeat factors of the training set (``pretrain.drb``)."""
     labels = index.image_labels()
-    factors = repeat_factors_from_image_counts(
+    return repeat_factors_from_image_counts(
         (labels.offsets, labels.labels),
         len(labels),
         cfg.pretrain.drb.threshold,
         index.num_classes,
         instance_factor=cfg.pretrain.drb.instance_factor,
     )
+
+
+def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> SamplerEpochData:
+    index = CocoIndex.from_file(cfg.data.train_ann)
+    images_dir = Path(cfg.data.train_images)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
+    images = DetectionDataset(None, images_dir, on_error=cfg.data.on_error, index=index)
+    factors = drb_factors(cfg, index)
     per_rank = cfg.train.batch_size // info.world_size
     if per_rank < 1 or per_rank * info.world_size != cfg.train.batch_size:
         raise ValueError(
@@ -88,9 +94,11 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
         cfg.pretrain.sr.ratio,
     )
     pin = dist.resolve_device(cfg.train.device).type == "cuda"  # async host-to-GPU copies
-    return SamplerEpochData(
+    data = SamplerEpochData(
         dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers, pin_memory=pin
     )
+    data.box_meter = BoxCompositionMeter(label_groups(index))  # the mechanism figure's data
+    return data
 
 
 def build_drb_sampler(

@@ -32,6 +32,7 @@ from drcl.report.doc import (
 )
 from drcl.report.figures import (
     attention_section,
+    box_composition_section,
     error_section,
     long_tail_section,
     weight_norm_section,
@@ -47,6 +48,7 @@ SECTION_TITLES = {
     "mask": "Mask metrics",
     "curves": "Training curves",
     "cost": "Cost",
+    "box-composition": "Boxes contrasted by LCL (mechanism)",
     "long-tail": "Long tail of the training set",
     "errors": "Error breakdown",
     "weight-norms": "Classifier weight norms",
@@ -190,6 +192,7 @@ def _sections(
         "mask": metrics_table(runs, "segm"),
         "curves": curves_section(runs, out),
         "cost": cost_table(runs),
+        "box-composition": box_composition_section(runs, out),
         "long-tail": long_tail_section(train_ann, out),
         "errors": error_section(runs, gt, train_ann, out),
         "weight-norms": weight_norm_section(runs, train_ann, out),

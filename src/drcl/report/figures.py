@@ -189,3 +189,25 @@ def attention_section(runs: list[RunInfo], out_dir: Path) -> list[Figure | Note 
         hint = "run `drcl analyze attention` to make them"
         return [Note(f"no run has PNGs under {ATTENTION_DIR}/ ({hint})")]
     return blocks
+
+
+def box_composition_section(runs: list[RunInfo], out_dir: Path) -> list[Figure | Note]:
+    """The mechanism figure: class composition of the boxes LCL contrasted, runs side by side
+    (pre-training runs that logged ``box_share_*``; e.g. uniform, image-level RFS and DRB)."""
+    mod, why = _module("drcl.analysis.box_composition")
+    if mod is None:
+        return [Note(why)]
+    rows = {r.name: mod.rows_from_metrics(r.metrics) for r in runs}
+    rows = {name: r for name, r in rows.items() if r}
+    if not rows:
+        return [Note("no pre-training run logged box_share_* / box_entropy in metrics.jsonl")]
+    try:
+        mod.plot_box_composition(rows, out_dir / "box_composition.png")
+    except (OSError, ValueError) as err:
+        return [_failed("box composition", err)]
+    caption = (
+        "Share of rare / common / frequent boxes among the contrasted boxes with a known class, "
+        "and the normalised entropy of their class histogram, per logging interval: "
+        + ", ".join(rows)
+    )
+    return [Figure("box_composition.png", caption)]

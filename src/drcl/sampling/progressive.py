@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from drcl.config.schema import DRBConfig
 from drcl.sampling.drb import DRBSample, RepeatFactors, alpha_at
 
 
@@ -133,7 +134,9 @@ class ProgressiveDRBSampler(Sampler):
         for m in range(first, (self.epoch + 1) * self.ipe):
             indices, seeds, alpha = self.draw_global_batch(m)
             mine = slice(self.rank, None, self.num_replicas)
-            for i, s in list(zip(indices[mine].tolist(), seeds[mine].tolist()))[offset:]:
+            for i, s in list(zip(indices[mine].tolist(), seeds[mine].tolist(), strict=True))[
+                offset:
+            ]:
                 self._yielded += 1
                 self._last_alpha = alpha
                 yield DRBSample(i, alpha, s)
@@ -173,7 +176,9 @@ class ProgressiveDRBSampler(Sampler):
         self._last_alpha = float(state["alpha"])
 
     @classmethod
-    def from_config(cls, factors: RepeatFactors, cfg: Any, **kwargs: Any) -> ProgressiveDRBSampler:
+    def from_config(
+        cls, factors: RepeatFactors, cfg: DRBConfig, **kwargs: Any
+    ) -> ProgressiveDRBSampler:
         """Build from :class:`RepeatFactors` and ``pretrain.drb``; ``enabled: false`` gives
         uniform sampling (all factors 1)."""
         ones = np.ones_like(factors.image)
