@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from drcl.config import load_config
+from drcl.config.schema import SRConfig
 from drcl.models.backbone import CheckpointedStage, build_resnet_fpn, set_stage_checkpointing
 from drcl.models.drcl import DRCLModel
 from drcl.pretrain.runner import build_drcl_model
@@ -35,13 +36,15 @@ def make_batch(seed=0, valid=None):
         "box_labels": torch.tensor([[0] * K, [1, 2, 1, 0, 2, 3, 0, 0]]),
         "mask": grid,
         "masked_view1": v1.masked_fill(pixels[:, None], 0.0),
+        "clean_view1": 0.5 * v1,  # AR's target (ar.clean_target)
     }
 
 
-def _step(checkpointing: bool):
+def _step(checkpointing: bool, masked_bn_update: bool = False):
     """One forward + backward of the tiny model; returns losses, grads and BN buffers."""
     torch.manual_seed(0)
-    model = DRCLModel(**TINY, checkpointing=checkpointing).train()
+    sr = SRConfig(masked_bn_update=masked_bn_update)
+    model = DRCLModel(**TINY, sr=sr, checkpointing=checkpointing).train()
     calls = []
     model.online.backbone.body.layer2[0].register_forward_hook(lambda *a: calls.append(1))
     losses = model(make_batch())
@@ -51,9 +54,12 @@ def _step(checkpointing: bool):
     return {k: v.detach() for k, v in losses.items()}, grads, buffers, len(calls)
 
 
-def test_losses_grads_and_bn_stats_match_without_checkpointing():
-    ref_losses, ref_grads, ref_buffers, ref_calls = _step(False)
-    losses, grads, buffers, calls = _step(True)
+@pytest.mark.parametrize("masked_bn_update, batches_counted", [(False, 1), (True, 2)])
+def test_losses_grads_and_bn_stats_match_without_checkpointing(masked_bn_update, batches_counted):
+    """Also with the masked pass leaving the BN statistics alone (``sr.masked_bn_update=false``,
+    the default: ``track_running_stats`` off in that pass, which the recomputation replays)."""
+    ref_losses, ref_grads, ref_buffers, ref_calls = _step(False, masked_bn_update)
+    losses, grads, buffers, calls = _step(True, masked_bn_update)
     # two online passes ([v1; v2] and the masked view): each stage recomputed once in backward
     assert (ref_calls, calls) == (2, 4)
     for k in ref_losses:
@@ -66,7 +72,9 @@ def test_losses_grads_and_bn_stats_match_without_checkpointing():
     assert any(n.endswith("num_batches_tracked") for n in bn_tracked)
     for n in ref_buffers:
         torch.testing.assert_close(buffers[n], ref_buffers[n], rtol=0, atol=0, msg=n)
-    assert int(buffers["online.backbone.body.layer1.0.bn1.num_batches_tracked"]) == 2
+    # [v1; v2] counts once; the masked pass once more only with sr.masked_bn_update
+    n_tracked = buffers["online.backbone.body.layer1.0.bn1.num_batches_tracked"]
+    assert int(n_tracked) == batches_counted
 
 
 def _toy_stage():

@@ -106,7 +106,7 @@ class BoxDomainModel(nn.Module):
         """Losses of one step.
 
         Args:
-            batch: from :class:`drcl.data.pretrain.PretrainDataset`: ``view1``, ``view2``
+            batch: from :class:`drcl.pretrain.dataset.PretrainDataset`: ``view1``, ``view2``
                 (B, 3, S, S); ``boxes1``, ``boxes2`` (B, K, 4) xyxy in each view;
                 ``box_valid`` (B, K) bool (box j kept in both views).
 

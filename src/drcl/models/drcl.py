@@ -1,7 +1,7 @@
 """The 2DRCL pre-training model: online + EMA target ResNet-FPN with HCL, LCL, AR and SR heads.
 
 One training step sees, per image, two augmented views, K boxes carried into both, and a
-patch-masked copy of view 1 (see ``drcl.data.pretrain``). Passes per step:
+patch-masked copy of view 1 (see ``drcl.pretrain.dataset``). Passes per step:
 
 - online encoder on ``[view1; view2]`` (once, batched), with gradient;
 - target encoder on ``[view1; view2]`` (once, ``no_grad``), reused by HCL, LCL and SR;
