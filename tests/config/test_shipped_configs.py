@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from drcl.cli.ablate import load_ablate_config
+from drcl.ablation.runner import load_ablate_config
 from drcl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"

@@ -375,3 +375,34 @@ def test_bad_size_is_rejected(tmp_path):
         make_demo_dataset(tmp_path, size="huge")
     with pytest.raises(SystemExit):
         main(["data", "make-demo", str(tmp_path), "--size", "huge"])
+
+
+# sha256 over (relative path, bytes) of every train/val file for seed 3, num_train=40, num_val=12,
+# computed with the generator before the tune split existed: adding tune changed neither split.
+GOLDEN_TRAIN_VAL = "c1f67aea0c3c0c49e428823f54b1ed30cd755e4b41c6399f5cf5751dcf241781"
+
+
+def test_tune_split_is_balanced_like_val_and_leaves_train_val_unchanged(tmp_path):
+    import hashlib
+    from collections import Counter
+
+    paths = make_demo_dataset(tmp_path, seed=3, num_train=40, num_val=12)
+    h = hashlib.sha256()
+    for f in sorted(tmp_path.rglob("*")):
+        rel = f.relative_to(tmp_path)
+        if f.is_file() and "tune" not in str(rel):
+            h.update(str(rel).encode())
+            h.update(f.read_bytes())
+    assert h.hexdigest() == GOLDEN_TRAIN_VAL
+    val = json.loads(paths["val_ann"].read_text())
+    tune = json.loads(paths["tune_ann"].read_text())
+    per_class = [Counter(a["category_id"] for a in d["annotations"]) for d in (val, tune)]
+    assert per_class[0] == per_class[1]  # same instances per class (the objects never fail)
+    assert tune["categories"] == val["categories"] and tune["info"]["split"] == "tune"
+    ids = [{i["id"] for i in d["images"]} for d in (val, tune)]
+    train_ids = {i["id"] for i in json.loads(paths["train_ann"].read_text())["images"]}
+    assert not ids[0] & ids[1] and not ids[1] & train_ids
+    ann_ids = [{a["id"] for a in d["annotations"]} for d in (val, tune)]
+    assert not ann_ids[0] & ann_ids[1]
+    first = "000001.png"
+    assert (paths["tune_images"] / first).read_bytes() != (paths["val_images"] / first).read_bytes()

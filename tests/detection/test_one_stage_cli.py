@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from drcl.cli.ablate import load_ablate_config
+from drcl.ablation.runner import load_ablate_config
 from drcl.cli.main import main
 from drcl.config import load_config
 from drcl.detection.model import build_detector
@@ -72,11 +72,11 @@ def test_atss_finetune_from_2drcl_evaluate_export_report(
 def test_ablate_and_demo_overrides_reach_a_one_stage_detector():
     abl = load_ablate_config(
         ROOT / "ablate/demo_atss.yaml",
-        ["overrides=[train.seed=2]", "finetune_overrides=[finetune.loss=ecm]"],
+        ["overrides=[train.log_every=2]", "finetune_overrides=[finetune.loss=ecm]"],
     )
     ft = load_config(abl.finetune_config, [*abl.overrides, *abl.finetune_overrides])
-    assert (ft.finetune.arch, ft.finetune.loss, ft.train.seed) == ("atss", "ecm", 2)
-    assert list(abl.rows) == ["baseline", "full"]
+    assert (ft.finetune.arch, ft.finetune.loss, ft.train.log_every) == ("atss", "ecm", 2)
+    assert list(abl.rows) == ["generic", "full"] and abl.baseline == "generic"
     # `drcl demo` / `drcl ablate` with the R-CNN demo recipe: arch and loss switched by overrides
     cfg = load_config(ROOT / "finetune/demo.yaml", ["finetune.arch=atss", "finetune.loss=focal"])
     model = build_detector(cfg, num_classes=3, class_freqs=torch.ones(3))
@@ -87,7 +87,18 @@ def test_drcl_demo_passes_overrides_to_run_demo(monkeypatch, tmp_path):
     import drcl.cli.demo as demo
 
     seen = {}
-    monkeypatch.setattr(demo, "run_demo", lambda work, extra=None: seen.update(w=work, x=extra))
+
+    def fake(work, extra=None, with_random=False):
+        seen.update(w=work, x=extra, r=with_random)
+
+    monkeypatch.setattr(demo, "run_demo", fake)
     argv = ["demo", "--work-dir", str(tmp_path), "finetune.arch=atss", "finetune.loss=focal"]
     assert main(argv) == 0
-    assert seen == {"w": str(tmp_path), "x": ["finetune.arch=atss", "finetune.loss=focal"]}
+    assert seen == {
+        "w": str(tmp_path),
+        "x": ["finetune.arch=atss", "finetune.loss=focal"],
+        "r": False,
+    }
+    # issue 15's --with-random goes along with the overrides
+    assert main(["demo", "--with-random", "--work-dir", str(tmp_path), "finetune.loss=efl"]) == 0
+    assert seen == {"w": str(tmp_path), "x": ["finetune.loss=efl"], "r": True}

@@ -23,6 +23,8 @@ from drcl.cli.evaluate import cli_evaluate
 from drcl.data.cli import cli_check, cli_make_demo, cli_stats
 from drcl.export.cli import cli_export
 from drcl.finetune.cli import cli_finetune
+from drcl.generic.cli import cli_make_generic, cli_pretrain_generic
+from drcl.generic.recipe import GenericRecipe
 from drcl.pretrain.cli import cli_pretrain
 from drcl.proposals.cli import cli_proposals
 from drcl.report.cli import cli_report
@@ -39,7 +41,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _data_parsers(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="check, describe and generate datasets")
     dsub = data.add_subparsers(
-        dest="data_command", required=True, metavar="{check,stats,make-demo}"
+        dest="data_command", required=True, metavar="{check,stats,make-demo,make-generic}"
     )
 
     p = dsub.add_parser(
@@ -69,6 +71,28 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         "--size", choices=["small", "medium"], default="small", help="dataset size preset"
     )
     p.set_defaults(handler=cli_make_demo)
+
+    p = dsub.add_parser(
+        "make-generic", help="generate the class-balanced classification set (generic backbone)"
+    )
+    _generic_data_args(p, positional=True)
+    p.set_defaults(handler=cli_make_generic)
+
+
+def _generic_data_args(p: argparse.ArgumentParser, positional: bool) -> None:
+    d = GenericRecipe()
+    if positional:
+        p.add_argument("out_dir", help="folder to create (train/val images and labels)")
+    p.add_argument("--seed", type=int, default=d.seed, help="data and training seed")
+    p.add_argument(
+        "--image-size", type=int, default=d.image_size, help="side of the square images, px"
+    )
+    p.add_argument(
+        "--train-per-class", type=int, default=d.train_per_class, help="training images per class"
+    )
+    p.add_argument(
+        "--val-per-class", type=int, default=d.val_per_class, help="held-out images per class"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -124,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
     p.set_defaults(handler=cli_pretrain)
 
+    p = sub.add_parser(
+        "pretrain-generic",
+        help="supervised classification pre-training of the generic backbone (ImageNet stand-in)",
+    )
+    p.add_argument("--work-dir", required=True, help="data/ and generic.safetensors go here")
+    _generic_data_args(p, positional=False)
+    d = GenericRecipe()
+    p.add_argument(
+        "--depth", type=int, default=d.depth, help="ResNet depth (must equal model.depth)"
+    )
+    p.add_argument("--iters", type=int, default=d.iters, help="SGD iterations (cosine schedule)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per iteration")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.set_defaults(handler=cli_pretrain_generic)
+
     p = sub.add_parser("finetune", help="fine-tune Faster / Mask R-CNN")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
@@ -145,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cli_analyze)
 
     p = sub.add_parser("report", help="one folder with tables and plots comparing runs")
-    p.add_argument("runs", nargs="+", help="run dirs, optionally NAME=DIR")
+    p.add_argument("runs", nargs="*", help="run dirs, optionally NAME=DIR")
     p.add_argument("--out", required=True, help="report folder (replaced atomically)")
+    p.add_argument(
+        "--ablation", help="a `drcl ablate` work dir: its table over seeds (results.json)"
+    )
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
     p.set_defaults(handler=cli_report)
@@ -171,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset, on CPU")
     p.add_argument("--work-dir", default="work/demo", help="run folder (default work/demo)")
     p.add_argument(
+        "--with-random", action="store_true", help="also fine-tune from random init (~+4 min)"
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         help="key.sub=value overrides of both stages, e.g. finetune.arch=atss finetune.loss=focal",
@@ -180,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="the paper's ablation grid (HCL, LCL, DRB, AR, SR)")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True, help="folder for all runs of the grid")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds per row, 0..K-1 (default: the config's)"
+    )
     p.set_defaults(handler=cli_ablate)
     return parser
 

@@ -329,7 +329,10 @@ class FinetuneConfig:
     rfs: bool = False
     rfs_threshold: float = 1e-3
     init: str | None = None  # pre-trained safetensors
-    pretrained_lr_mult: float = 1.5  # AlignDet: lr x1.5 and wd /2 from detection pre-training
+    # AlignDet's rule (lr x pretrained_lr_mult, wd / pretrained_wd_div). Applied whatever the
+    # init is, so that rows of a comparison differ in their initial weights only.
+    aligndet_rule: bool = False
+    pretrained_lr_mult: float = 1.5
     pretrained_wd_div: float = 2.0
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512

@@ -66,10 +66,12 @@ def cli_make_demo(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     train = read_json(paths["train_ann"])
     val = read_json(paths["val_ann"])
+    tune = read_json(paths["tune_ann"])
     log.info(
         f"demo dataset ({args.size}, seed {args.seed}) in {seconds:.1f} s: "
         f"{len(train['images'])} train images / {len(train['annotations'])} instances, "
-        f"{len(val['images'])} val images / {len(val['annotations'])} instances"
+        f"{len(val['images'])} val images / {len(val['annotations'])} instances, "
+        f"{len(tune['images'])} tune images / {len(tune['annotations'])} instances"
     )
     for g, s in summarize(train).items():
         log.info(

@@ -4,8 +4,10 @@
 
     out_dir/annotations/train.json   LVIS-format (polygons, frequency, neg/not-exhaustive ids)
     out_dir/annotations/val.json
+    out_dir/annotations/tune.json    like val (balanced): for choosing hyperparameters
     out_dir/train/000001.png ...
     out_dir/val/000001.png ...
+    out_dir/tune/000001.png ...
 
 Generation is deterministic: the same seed and size give byte-identical json and PNG files. Every
 image draws from its own random stream ``(seed, split, index)``, so images do not depend on one
@@ -17,6 +19,8 @@ over the rank, like LVIS's own frequency curve. The instances are shuffled and d
 images of 2-6 objects; the categories' ``image_count``, ``instance_count`` and ``frequency``
 (LVIS rule: rare 1-10 images, common 11-100, frequent > 100) are then counted from what was
 written. Validation has the same number of instances of every class, so APr is measurable.
+The ``tune`` split has val's class balance and is drawn from its own random stream after train
+and val, so adding it left those two byte-identical: choose hyperparameters on tune, report val.
 """
 
 from __future__ import annotations
@@ -37,7 +41,11 @@ NUM_CLASSES = len(CLASS_TABLE)
 MIN_VISIBLE_FRACTION = 0.3  # an object may lose at most 70% of its pixels to later objects
 VAL_IMAGE_ID_OFFSET = 100_000  # val image ids start above this, so train and val ids never meet
 VAL_ANN_ID_OFFSET = 1_000_000
-_SPLIT_CODE = {"train": 0, "val": 1}
+TUNE_IMAGE_ID_OFFSET = 200_000
+TUNE_ANN_ID_OFFSET = 2_000_000
+_SPLIT_CODE = {"train": 0, "val": 1, "tune": 2}
+_IMAGE_ID_OFFSET = {"train": 0, "val": VAL_IMAGE_ID_OFFSET, "tune": TUNE_IMAGE_ID_OFFSET}
+_ANN_ID_OFFSET = {"train": 0, "val": VAL_ANN_ID_OFFSET, "tune": TUNE_ANN_ID_OFFSET}
 
 
 @dataclass(frozen=True)
@@ -338,7 +346,7 @@ def _image_records(
 ) -> tuple[dict, list[tuple[int, np.ndarray]]]:
     """The ``images`` entry of one generated image and its (category id, polygon) objects."""
     cat_ids = category_id_of_rank()
-    image_id = index + 1 + (VAL_IMAGE_ID_OFFSET if split == "val" else 0)
+    image_id = index + 1 + _IMAGE_ID_OFFSET[split]
     present = {p.label for p in placed}
     not_exhaustive = []
     if present and rng.random() < spec.not_exhaustive_prob:
@@ -363,7 +371,7 @@ def _generate_split(
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    ann_id = VAL_ANN_ID_OFFSET if split == "val" else 0
+    ann_id = _ANN_ID_OFFSET[split]
     for index, labels in enumerate(plan):
         rng = np.random.default_rng([seed, code, 1, index])
         pixels, placed = _render_image(labels, spec, rng)
@@ -441,11 +449,12 @@ def make_demo_dataset(
         num_train: about this many training images instead of the size's own (every class count
             is scaled alike, at least 1 each); for quick tests. The r/c/f groups are then whatever
             the counts give; without overrides all three are guaranteed.
-        num_val: about this many validation images instead of the size's own.
+        num_val: about this many validation (and tune) images instead of the size's own.
 
     Returns:
         Paths ``train_ann``, ``val_ann``, ``train_images``, ``val_images`` (the keys of
-        ``DataConfig``).
+        ``DataConfig``), and ``tune_ann``, ``tune_images`` (the tuning split: point
+        ``data.val_*`` at them to choose hyperparameters).
     """
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; allowed: {', '.join(SIZES)}")
@@ -458,6 +467,7 @@ def make_demo_dataset(
         val_counts = _scaled_targets(val_counts, num_val, spec)
     train_images, train_anns = _generate_split("train", train_counts, out, spec, seed)
     val_images, val_anns = _generate_split("val", val_counts, out, spec, seed)
+    tune_images, tune_anns = _generate_split("tune", val_counts, out, spec, seed)
     # val.json carries the training counts and frequencies, as LVIS's val json does
     categories = _categories(train_anns)
     if num_train is None:
@@ -468,12 +478,17 @@ def make_demo_dataset(
         "val_ann": out / "annotations" / "val.json",
         "train_images": out / "train",
         "val_images": out / "val",
+        "tune_ann": out / "annotations" / "tune.json",
+        "tune_images": out / "tune",
     }
     atomic_write_json(
         paths["train_ann"], _dataset_json("train", train_images, train_anns, categories, info)
     )
     atomic_write_json(
         paths["val_ann"], _dataset_json("val", val_images, val_anns, categories, info)
+    )
+    atomic_write_json(
+        paths["tune_ann"], _dataset_json("tune", tune_images, tune_anns, categories, info)
     )
     return paths
 

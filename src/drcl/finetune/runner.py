@@ -101,7 +101,8 @@ def train_detector(
     """Fine-tune a detector with the engine; writes ``model_final.safetensors`` and
     ``cost.json`` (whose ``stage`` field is ``stage``).
 
-    From detection pre-training (``init``) the lr is x1.5 and the weight decay / 2 (AlignDet).
+    With ``finetune.aligndet_rule`` the lr is x1.5 and the weight decay / 2 (AlignDet) for every
+    init, random or pre-trained: a comparison of inits must not also compare optimiser settings.
     """
     from drcl.detection.model import load_pretrained
 
@@ -116,7 +117,7 @@ def train_detector(
         load_pretrained(detector, init)
     detector.to(device)
     lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
-    if init:
+    if cfg.finetune.aligndet_rule:
         lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
     trainer = make_trainer(
         cfg.train,

@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from drcl.report.ablation import ablation_section, load_ablation
 from drcl.report.cost import cost_table
 from drcl.report.curves import curves_section
 from drcl.report.doc import (
@@ -55,6 +56,7 @@ SECTION_TITLES = {
     "attention": "Attention maps",
     "rarest": "Rarest classes",
 }
+ABLATION_TITLE = "Ablation over seeds"  # first section when --ablation is given
 
 
 def build_report(
@@ -62,14 +64,17 @@ def build_report(
     out_dir: str | os.PathLike,
     gt: str | os.PathLike | None = None,
     train_ann: str | os.PathLike | None = None,
+    ablation: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the report folder comparing ``runs``.
+    """Write the report folder comparing ``runs`` (and/or an ablation's results).
 
     Args:
         runs: ``{display name: run folder}``, in table order (the first is the delta reference).
         out_dir: the report folder; replaced atomically if it holds a previous report.
         gt: validation json for the error breakdown; default: the first run's ``data.val_ann``.
         train_ann: training json (long tail, class counts); default: ``data.train_ann``.
+        ablation: a ``drcl ablate`` folder; its table over seeds becomes the first section.
+            ``runs`` may then be empty.
 
     Returns:
         ``out_dir`` as a Path.
@@ -79,7 +84,8 @@ def build_report(
             cannot be replaced safely. Raised before anything is written.
     """
     out = Path(out_dir)
-    _check_inputs(runs, out, gt, train_ann)
+    ablation_results = load_ablation(ablation) if ablation is not None else None
+    _check_inputs(runs, out, gt, train_ann, allow_no_runs=ablation_results is not None)
     taken: set[str] = set()
     infos = [load_run(name, Path(path), taken) for name, path in runs.items()]
     gt_path = Path(gt) if gt is not None else _from_configs(infos, "data.val_ann")
@@ -90,7 +96,7 @@ def build_report(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write_report(infos, tmp, gt_path, train_path)
+        _write_report(infos, tmp, gt_path, train_path, ablation_results)
         _make_readable(tmp)
         _publish(tmp, target)
     except BaseException:
@@ -104,10 +110,11 @@ def _check_inputs(
     out: Path,
     gt: str | os.PathLike | None,
     train_ann: str | os.PathLike | None,
+    allow_no_runs: bool = False,
 ) -> None:
     """Every check that can fail, done before the first byte is written."""
     out = out.resolve()
-    if not runs:
+    if not runs and not allow_no_runs:
         raise ValueError("no runs given")
     for name, path in runs.items():
         check_run_dir(name, Path(path))
@@ -163,13 +170,23 @@ def _publish(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_report(runs: list[RunInfo], out: Path, gt: Path | None, train_ann: Path | None) -> None:
-    sections = _sections(runs, out, gt, train_ann)
+def _write_report(
+    runs: list[RunInfo],
+    out: Path,
+    gt: Path | None,
+    train_ann: Path | None,
+    ablation: dict | None = None,
+) -> None:
+    sections = _sections(runs, out, gt, train_ann) if runs else []
+    if ablation is not None:
+        sections.insert(0, Section("ablation", ABLATION_TITLE, ablation_section(ablation)))
     names = ", ".join(r.name for r in runs)
     intro = (
         f"Comparison of {len(runs)} run(s): {names}. "
         "In the metrics tables, (deltas) are against the table's first run."
     )
+    if ablation is not None:
+        intro = f"Ablation over seeds {ablation.get('seeds')}. " + (intro if runs else "")
     (out / "index.html").write_text(render_html(TITLE, intro, sections))
     (out / "README.md").write_text(render_markdown(TITLE, intro, sections))
     meta = {

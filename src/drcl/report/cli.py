@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def cli_report(args: argparse.Namespace) -> int:
-    """``drcl report [NAME=]RUN_DIR... --out DIR [--gt JSON] [--train-ann JSON]``."""
+    """``drcl report [NAME=]RUN_DIR... [--ablation DIR] --out DIR [--gt JSON] [--train-ann F]``."""
     from drcl.report.build import build_report
     from drcl.report.runs import parse_run_spec
 
@@ -21,6 +21,9 @@ def cli_report(args: argparse.Namespace) -> int:
             raise ValueError(f"run name '{name}' given twice; rename one with NAME=DIR")
         runs[name] = path
     gt, train_ann = getattr(args, "gt", None), getattr(args, "train_ann", None)
-    out = build_report(runs, args.out, gt=gt, train_ann=train_ann)
+    ablation = getattr(args, "ablation", None)
+    if not runs and ablation is None:
+        raise ValueError("no runs given (and no --ablation)")
+    out = build_report(runs, args.out, gt=gt, train_ann=train_ann, ablation=ablation)
     log.info(f"report written to {out / 'index.html'} and {out / 'README.md'}")
     return 0
