@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass
 class GenericRecipe:
-    """How the generic backbone is made (defaults: 400 iterations, ~0.7 s each on 2 idle CPU cores).
+    """How the generic backbone is made (defaults: 1,000 iterations, 349 s on 2 cores, 60% top-1).
 
     Attributes:
         weights: an existing torchvision-layout ResNet state dict; when set nothing is made.
@@ -28,7 +28,7 @@ class GenericRecipe:
     train_per_class: int = 150
     val_per_class: int = 25
     depth: int = 18
-    iters: int = 400
+    iters: int = 1000  # the loss leaves chance (ln 20) only after ~500 iterations
     batch_size: int = 32
     lr: float = 0.05
     weight_decay: float = 5e-4
