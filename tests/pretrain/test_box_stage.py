@@ -74,7 +74,9 @@ def test_box_stage_resumes_and_keeps_adding_cost(tiny_overrides, fast_overrides,
 
     over = [*tiny_overrides, *fast_overrides, "pretrain.box.init=null"]
     over += ["finetune.rpn_post_nms_top_n_train=50", "pretrain.box.rois_per_image=16"]
-    over += ["train.checkpoint_every=1"]
+    # the per-iteration DRB stream is tied to max_iters (it refuses an extended schedule), so
+    # this extension of a finished run uses the epoch sampler
+    over += ["train.checkpoint_every=1", "pretrain.drb.alpha_update=epoch"]
     run_pretrain(load_config("configs/pretrain/demo_box.yaml", over), tmp_path)
     first = json.loads((tmp_path / "cost.json").read_text())
     over[over.index("train.max_iters=2")] = "train.max_iters=3"
