@@ -7,6 +7,7 @@ exports the backbone + FPN + box head weights.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ from drcl.transforms.views import TwoViewTransform
 from drcl.utils.io import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from drcl.models.drcl import DRCLModel
 
 log = logging.getLogger(__name__)
@@ -127,11 +130,28 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
         from drcl.pretrain.box.runner import run_box_pretrain
 
         return run_box_pretrain(cfg, work_dir, resume)
+    return train_and_export(
+        cfg, work_dir, resume, build_drcl_model, {"stage": "pretrain", "init": cfg.model.weights}
+    )
+
+
+def train_and_export(
+    cfg: Config,
+    work_dir: str | Path,
+    resume: bool,
+    build_model: Callable[[Config], nn.Module],
+    cost_info: dict,
+) -> Path:
+    """The pre-training loop shared by the image stage (2DRCL) and the box stage.
+
+    ``build_model(cfg)`` returns a model with ``update_target(progress)`` (its EMA target);
+    writes ``work_dir/pretrained.safetensors`` and returns its path.
+    """
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
         save_config(cfg, work_dir / "config.yaml")
     data = build_pretrain_data(cfg, work_dir, info)
-    model = build_drcl_model(cfg).to(device)
+    model = build_model(cfg).to(device)
     trainer = make_trainer(
         cfg.train,
         model,
@@ -143,7 +163,7 @@ def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Pat
         cfg.train.weight_decay,
         sync_bn=cfg.model.norm == "sync_bn",
         after_step=lambda it, p: model.update_target(p),
-        cost_info={"stage": "pretrain", "init": cfg.model.weights},
+        cost_info=cost_info,
     )
     if resume:
         trainer.resume()

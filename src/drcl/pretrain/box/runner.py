@@ -13,10 +13,7 @@ from pathlib import Path
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
-from drcl.config import Config, save_config
-from drcl.engine import distributed as dist
-from drcl.engine.schedule import scaled_lr
-from drcl.engine.setup import make_trainer, start_run
+from drcl.config import Config
 from drcl.models.backbone import build_resnet_fpn
 from drcl.models.box_domain import BoxDomainModel, BoxEmbedPredictor
 
@@ -50,31 +47,8 @@ def build_box_model(cfg: Config) -> BoxDomainModel:
 
 def run_box_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Train the box-domain stage; writes ``work_dir/pretrained.safetensors`` and returns it."""
-    from drcl.pretrain.runner import build_pretrain_data, export_pretrained
+    from drcl.pretrain.runner import train_and_export
 
-    device, info, work_dir = start_run(cfg.train, work_dir)
-    if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
-    data = build_pretrain_data(cfg, work_dir, info)
-    model = build_box_model(cfg).to(device)
-    trainer = make_trainer(
-        cfg.train,
-        model,
-        data,
-        work_dir,
-        device,
-        info,
-        scaled_lr(cfg.train),
-        cfg.train.weight_decay,
-        sync_bn=cfg.model.norm == "sync_bn",
-        after_step=lambda it, p: model.update_target(p),
-        cost_info={"stage": "box", "init": cfg.pretrain.box.init},
+    return train_and_export(
+        cfg, work_dir, resume, build_box_model, {"stage": "box", "init": cfg.pretrain.box.init}
     )
-    if resume:
-        trainer.resume()
-    trainer.fit()
-    out = work_dir / "pretrained.safetensors"
-    if info.is_main:
-        export_pretrained(model, cfg, out, trainer.progress.iteration)
-    dist.barrier()
-    return out
