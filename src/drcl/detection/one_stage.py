@@ -47,7 +47,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from drcl.detection.atss import atss_assign
 from drcl.losses.sigmoid_longtail import DenseClassificationLoss, build_dense_loss
-from drcl.models.backbone import NORMS, RESNETS, freeze_resnet_stages, load_resnet_weights
+from drcl.models.backbone import build_resnet_body
 
 __all__ = [
     "ATSS",
@@ -70,14 +70,7 @@ def build_resnet_fpn_p3p7(
     depth: int, fpn_channels: int, norm: str, trainable_layers: int, weights: str | None
 ) -> BackboneWithFPN:
     """ResNet + FPN on C3-C5 with P6/P7 from P5; outputs ``'0','1','2','p6','p7'`` (P3-P7)."""
-    if depth not in RESNETS:
-        raise ValueError(f"model.depth: got {depth}, allowed: {', '.join(map(str, RESNETS))}")
-    if norm not in NORMS:
-        raise ValueError(f"model.norm: got {norm!r}, allowed: {', '.join(NORMS)}")
-    body = RESNETS[depth](weights=None, norm_layer=NORMS[norm])
-    if weights is not None:
-        load_resnet_weights(body, weights)
-    freeze_resnet_stages(body, trainable_layers)
+    body = build_resnet_body(depth, norm, trainable_layers, weights)
     c2 = body.inplanes // 8
     return BackboneWithFPN(
         body,

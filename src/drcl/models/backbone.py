@@ -66,16 +66,7 @@ def build_resnet_fpn(
         ``BackboneWithFPN`` with ``out_channels == fpn_channels``. For an input ``(B, 3, H, W)``
         the levels have strides 4, 8, 16, 32, 64.
     """
-    if depth not in RESNETS:
-        raise ValueError(f"model.depth: got {depth}, allowed: {', '.join(map(str, RESNETS))}")
-    if norm not in NORMS:
-        raise ValueError(f"model.norm: got {norm!r}, allowed: {', '.join(NORMS)}")
-    if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"model.trainable_layers: got {trainable_layers}, allowed: 0..5")
-    body = RESNETS[depth](weights=None, norm_layer=NORMS[norm])
-    if weights is not None:
-        load_resnet_weights(body, weights)
-    freeze_resnet_stages(body, trainable_layers)
+    body = build_resnet_body(depth, norm, trainable_layers, weights)
     # in_channels of layer1..4: 64,128,256,512 (basic blocks) or x4 (bottlenecks).
     c2 = body.inplanes // 8
     return BackboneWithFPN(
@@ -234,4 +225,22 @@ def set_stage_checkpointing(body: nn.Module, enabled: bool) -> nn.Module:
             stage = CheckpointedStage(*stage)
             setattr(body, name, stage)
         stage.checkpointing = bool(enabled)
+    return body
+
+
+def build_resnet_body(
+    depth: int, norm: str, trainable_layers: int, weights: str | None
+) -> nn.Module:
+    """The torchvision ResNet shared by every detector: checked arguments, local weights loaded,
+    stages frozen (see :func:`build_resnet_fpn` for the arguments)."""
+    if depth not in RESNETS:
+        raise ValueError(f"model.depth: got {depth}, allowed: {', '.join(map(str, RESNETS))}")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm: got {norm!r}, allowed: {', '.join(NORMS)}")
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"model.trainable_layers: got {trainable_layers}, allowed: 0..5")
+    body = RESNETS[depth](weights=None, norm_layer=NORMS[norm])
+    if weights is not None:
+        load_resnet_weights(body, weights)
+    freeze_resnet_stages(body, trainable_layers)
     return body
