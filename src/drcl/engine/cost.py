@@ -84,7 +84,7 @@ class CostMeter:
         cuda = self.device.type == "cuda"
         return {
             **self.info,
-            "wall_time_s": round(wall, 3),
+            "wall_time_s": round(wall, 6),
             "iterations": iteration,
             "images_seen": images,
             "images_per_s": round(images / wall, 3) if wall > 0 else None,
