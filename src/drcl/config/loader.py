@@ -77,7 +77,7 @@ def load_config(
     return cfg  # type: ignore[return-value]
 
 
-def check_arch_loss(cfg: Any) -> None:
+def check_arch_loss(cfg: Config) -> None:
     """``finetune.loss`` must belong to ``finetune.arch``'s family (R-CNN or one-stage)."""
     arch, loss = str(cfg.finetune.arch), str(cfg.finetune.loss)
     if loss not in LOSSES_BY_ARCH[arch]:
