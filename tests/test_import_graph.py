@@ -109,3 +109,36 @@ def test_only_runners_and_cli_read_the_root_config():
         and _reads_root_config(path)
     ]
     assert not offenders, offenders
+
+
+def _untyped_cfg_params(path: Path) -> list[str]:
+    """``function(cfg)`` parameters named ``cfg`` / ``config`` whose annotation is missing or is
+    the root ``Config``: a section type (``ModelConfig``, ``DRBConfig``, ...) is what belongs
+    below the runners."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                ann = ast.unparse(arg.annotation) if arg.annotation else None
+                if arg.arg in ("cfg", "config") and ann in (None, "Config", "Any"):
+                    found.append(f"{node.name}({arg.arg}: {ann})")
+    return found
+
+
+def test_untyped_cfg_params_are_seen(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def a(cfg): ...\ndef b(cfg: Config): ...\ndef c(cfg: ViewConfig): ...\n")
+    assert _untyped_cfg_params(src) == ["a(cfg: None)", "b(cfg: Config)"]
+
+
+def test_no_root_config_parameter_below_the_runners():
+    """No constructor below a runner takes the root config, typed or not (the import check above
+    cannot see an unannotated ``cfg``)."""
+    offenders = {
+        str(path.relative_to(SRC)): bad
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] not in ("cli", "config")
+        and path.name not in ("runner.py", "cli.py")
+        and (bad := _untyped_cfg_params(path))
+    }
+    assert not offenders, offenders

@@ -9,9 +9,10 @@ from torchvision.models.detection import FCOS, RetinaNet
 
 from drcl.config import load_config
 from drcl.config.loader import ConfigError
-from drcl.detection.model import build_detector, load_pretrained
+from drcl.detection.model import load_pretrained
 from drcl.detection.one_stage import ATSS, build_resnet_fpn_p3p7, centerness_targets
 from drcl.export.convert import export_state
+from drcl.finetune.runner import build_detector_from_config
 from drcl.models.backbone import build_resnet_fpn
 
 from .test_roi_heads import _images_targets
@@ -37,7 +38,7 @@ def test_train_losses_finite_and_eval_capped_with_labels_1_to_c(tiny_config, arc
     torch.manual_seed(0)
     cfg = _one_stage(tiny_config, arch, loss)
     cfg.finetune.detections_per_img = 20
-    model = build_detector(cfg, num_classes=4, class_freqs=FREQS)
+    model = build_detector_from_config(cfg, num_classes=4, class_freqs=FREQS)
     assert isinstance(model, {"retinanet": RetinaNet, "fcos": FCOS, "atss": ATSS}[arch])
     images, targets = _targets()
     losses = model.train()(images, targets)
@@ -56,7 +57,7 @@ def test_train_losses_finite_and_eval_capped_with_labels_1_to_c(tiny_config, arc
 
 def test_atss_defaults_follow_mmdet_atss_r50_fpn_1x(tiny_config):
     cfg = tiny_config("atss", "focal")
-    model = build_detector(cfg, num_classes=4)
+    model = build_detector_from_config(cfg, num_classes=4)
     ft = cfg.finetune
     assert (ft.focal_alpha, ft.focal_gamma, ft.giou_weight, ft.atss_topk) == (0.25, 2.0, 2.0, 9)
     assert (ft.score_thresh, ft.detections_per_img) == (1e-4, 300)  # LVIS test settings
@@ -103,7 +104,7 @@ def _pretrain_file(path, fpn=32):
 
 def test_2drcl_weights_load_p3_p5_and_p6_p7_heads_start_fresh(tiny_config, tmp_path, capsys):
     bb, state = _pretrain_file(tmp_path / "pre.safetensors")
-    model = build_detector(_one_stage(tiny_config, "atss"), num_classes=4)
+    model = build_detector_from_config(_one_stage(tiny_config, "atss"), num_classes=4)
     report = load_pretrained(model, tmp_path / "pre.safetensors")
     own = model.state_dict()
     body = [k for k in state if k.startswith("backbone.body.")]
@@ -142,7 +143,7 @@ def test_2drcl_weights_load_p3_p5_and_p6_p7_heads_start_fresh(tiny_config, tmp_p
 def test_retinanet_and_fcos_take_2drcl_weights_too(tiny_config, tmp_path, capsys):
     _pretrain_file(tmp_path / "pre.safetensors")
     for arch in ("retinanet", "fcos"):
-        model = build_detector(_one_stage(tiny_config, arch), num_classes=4)
+        model = build_detector_from_config(_one_stage(tiny_config, arch), num_classes=4)
         report = load_pretrained(model, tmp_path / "pre.safetensors", verbose=False)
         assert sum(k.startswith("backbone.fpn.") for k in report.loaded) == 12
 
@@ -171,7 +172,7 @@ MM_ATSS_HEAD = (
 def test_atss_exports_to_mmdet_head_names(tiny_config):
     cfg = _one_stage(tiny_config, "atss", "efl")
     cfg.finetune.head_convs = 2
-    model = build_detector(cfg, num_classes=4)
+    model = build_detector_from_config(cfg, num_classes=4)
     state = model.state_dict()
     out = export_state(state, "mmdet")
     keys = set(out.state)
@@ -199,7 +200,7 @@ def test_atss_exports_to_mmdet_head_names(tiny_config):
 
 
 def test_fcos_is_not_exported_with_atss_names(tiny_config):
-    model = build_detector(_one_stage(tiny_config, "fcos"), num_classes=4)
+    model = build_detector_from_config(_one_stage(tiny_config, "fcos"), num_classes=4)
     out = export_state(model.state_dict(), "mmdet")
     assert not any(k.startswith("bbox_head.") for k in out.state)
     assert any(k.startswith("head.") for k in out.unmapped)

@@ -150,9 +150,9 @@ def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced:
 def _load_detector(cfg: Config, num_classes: int, ckpt: str, device: str) -> torch.nn.Module:
     from drcl.analysis.weight_norms import weights_file
     from drcl.detection.inference import load_detector_weights
-    from drcl.detection.model import build_detector
+    from drcl.finetune.runner import build_detector_from_config
 
-    model = build_detector(cfg, num_classes)
+    model = build_detector_from_config(cfg, num_classes)
     load_detector_weights(model, weights_file(ckpt))  # strict: names the mismatched keys
     return model.to(device).eval()
 

@@ -18,6 +18,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
+from drcl.config.schema import FinetuneConfig, ModelConfig
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
 from drcl.losses.longtail import ClassificationLoss, build_classification_loss, prior_bias
 from drcl.models.backbone import build_resnet_fpn
@@ -32,28 +33,25 @@ ARCHS = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
 BOX_POOL_SIZE = 7
 
 
-def _box_predictor(cfg, num_classes: int) -> nn.Module:
-    dim, ft = cfg.model.box_head_dim, cfg.finetune
+def _box_predictor(dim: int, ft: FinetuneConfig, num_classes: int) -> nn.Module:
     if ft.cosine_classifier:
         return CosineFastRCNNPredictor(dim, num_classes + 1, scale=ft.cosine_scale)
     return FastRCNNPredictor(dim, num_classes + 1)
 
 
-def _mask_modules(cfg, num_classes: int) -> dict[str, nn.Module]:
+def _mask_modules(ch: int, num_classes: int) -> dict[str, nn.Module]:
     # torchvision's Mask R-CNN head (4 convs + deconv), its width tied to the FPN width:
     # 256 -> exactly maskrcnn_resnet50_fpn; a slim demo FPN gets a slim mask head.
-    ch = cfg.model.fpn_channels
     return {
         "mask_head": MaskRCNNHeads(ch, [ch] * 4, 1),
         "mask_predictor": MaskRCNNPredictor(ch, ch, num_classes + 1),
     }
 
 
-def _detector_kwargs(cfg) -> dict:
-    ft = cfg.finetune
+def _detector_kwargs(ft: FinetuneConfig, min_size: int, max_size: int) -> dict:
     return {
-        "min_size": cfg.data.min_size,
-        "max_size": cfg.data.max_size,
+        "min_size": min_size,
+        "max_size": max_size,
         "rpn_pre_nms_top_n_train": ft.rpn_pre_nms_top_n_train,
         "rpn_post_nms_top_n_train": ft.rpn_post_nms_top_n_train,
         "rpn_pre_nms_top_n_test": ft.rpn_pre_nms_top_n_test,
@@ -67,9 +65,10 @@ def _detector_kwargs(cfg) -> dict:
     }
 
 
-def build_classifier_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> ClassificationLoss:
-    """``finetune.loss`` with its options from ``cfg.finetune``."""
-    ft = cfg.finetune
+def build_classifier_loss(
+    ft: FinetuneConfig, num_classes: int, class_freqs: Tensor | None
+) -> ClassificationLoss:
+    """``finetune.loss`` with its options from the ``finetune`` section."""
     return build_classification_loss(
         ft.loss,
         num_classes,
@@ -82,38 +81,48 @@ def build_classifier_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> 
     )
 
 
-def build_detector(cfg, num_classes: int, class_freqs: Tensor | None = None) -> nn.Module:
-    """Build ``finetune.arch`` on the ResNet-FPN of ``cfg.model``.
+def build_detector(
+    model: ModelConfig,
+    finetune: FinetuneConfig,
+    num_classes: int,
+    class_freqs: Tensor | None = None,
+    *,
+    min_size: int,
+    max_size: int,
+) -> nn.Module:
+    """Build ``finetune.arch`` on the ResNet-FPN of ``model``.
 
     Args:
-        cfg: :class:`drcl.config.Config` (``model.*``, ``finetune.*``, ``data.min_size/max_size``).
+        model: the ``model`` section (depth, FPN width, norm, box head width, weights).
+        finetune: the ``finetune`` section (arch, loss and its options, RPN / RoI settings).
         num_classes: C foreground classes; the predictor has C + 1 outputs, background at 0.
         class_freqs: (C,) training image counts per class in label order 1..C; required by
             ``finetune.loss`` ``federated`` and ``ecm`` (not by their test-time scores).
+        min_size, max_size: the detector's resize (``data.min_size`` / ``data.max_size``).
 
     Returns:
         torchvision ``FasterRCNN`` or ``MaskRCNN`` whose ``roi_heads`` is a
         :class:`LongTailRoIHeads`; for ``retinanet`` / ``fcos`` / ``atss`` the one-stage
         detector of :func:`drcl.detection.one_stage.build_one_stage`.
     """
-    ft = cfg.finetune  # finetune.arch is an Enum, checked when the config loads
+    ft, m = finetune, model  # finetune.arch is an Enum, checked when the config loads
     # ---- hook: one-stage detectors (retinanet / fcos / atss) live in detection/one_stage.py
     from drcl.detection import one_stage
 
     if one_stage.is_one_stage(ft.arch):
-        return one_stage.build_one_stage(cfg, num_classes, class_freqs)
+        return one_stage.build_one_stage(
+            m, ft, num_classes, class_freqs, min_size=min_size, max_size=max_size
+        )
     # ----
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    cls_loss = build_classifier_loss(cfg, num_classes, class_freqs)
-    m = cfg.model
+    cls_loss = build_classifier_loss(ft, num_classes, class_freqs)
     backbone = build_resnet_fpn(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
     box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
-    predictor = _box_predictor(cfg, num_classes)
-    extra = _mask_modules(cfg, num_classes) if ft.arch == "mask_rcnn" else {}
-    model = ARCHS[ft.arch](
-        backbone, box_head=box_head, box_predictor=predictor, **extra, **_detector_kwargs(cfg)
-    )
+    predictor = _box_predictor(m.box_head_dim, ft, num_classes)
+    extra = _mask_modules(m.fpn_channels, num_classes) if ft.arch == "mask_rcnn" else {}
+    kwargs = _detector_kwargs(ft, min_size, max_size)
+    model = ARCHS[ft.arch](backbone, box_head=box_head, box_predictor=predictor, **extra, **kwargs)
     model.roi_heads = _long_tail_heads(model.roi_heads, cls_loss)
     if cls_loss.sigmoid_prior is not None and predictor.cls_score.bias is not None:
         # Sigmoid classifiers start at P(c) = prior for every class (detectron2 / CenterNet2).

@@ -45,6 +45,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead, 
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from drcl.config.schema import FinetuneConfig, ModelConfig
 from drcl.detection.atss import atss_assign
 from drcl.losses.sigmoid_longtail import DenseClassificationLoss, build_dense_loss
 from drcl.models.backbone import build_resnet_body
@@ -256,8 +257,9 @@ class ATSS(_LabelsFromOne, FCOS):
         return self.head.compute_loss(targets, head_outputs, anchors, matched)
 
 
-def _dense_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> DenseClassificationLoss:
-    ft = cfg.finetune
+def _dense_loss(
+    ft: FinetuneConfig, num_classes: int, class_freqs: Tensor | None
+) -> DenseClassificationLoss:
     return build_dense_loss(
         ft.loss,
         num_classes,
@@ -269,24 +271,32 @@ def _dense_loss(cfg, num_classes: int, class_freqs: Tensor | None) -> DenseClass
     )
 
 
-def build_one_stage(cfg, num_classes: int, class_freqs: Tensor | None = None) -> nn.Module:
+def build_one_stage(
+    m: ModelConfig,
+    ft: FinetuneConfig,
+    num_classes: int,
+    class_freqs: Tensor | None = None,
+    *,
+    min_size: int,
+    max_size: int,
+) -> nn.Module:
     """Build ``finetune.arch`` (``retinanet``, ``fcos`` or ``atss``) on ResNet-FPN P3-P7.
 
     Args:
-        cfg: :class:`drcl.config.Config` (``model.*``, ``finetune.*``, ``data.min/max_size``).
+        m: the ``model`` section; ft: the ``finetune`` section.
         num_classes: C; the heads have C class channels, detections carry labels 1..C.
         class_freqs: (C,) training image counts in label order; required by ``ecm``.
+        min_size, max_size: the detector's resize (``data.min_size`` / ``data.max_size``).
     """
-    ft, m = cfg.finetune, cfg.model
     if ft.arch not in ONE_STAGE_ARCHS:
         raise ValueError(f"finetune.arch: got {ft.arch!r}, allowed: {', '.join(ONE_STAGE_ARCHS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    cls_loss = _dense_loss(cfg, num_classes, class_freqs)
+    cls_loss = _dense_loss(ft, num_classes, class_freqs)
     backbone = build_resnet_fpn_p3p7(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
     common = {
-        "min_size": cfg.data.min_size,
-        "max_size": cfg.data.max_size,
+        "min_size": min_size,
+        "max_size": max_size,
         # LVIS test protocol: score > 1e-4, 300 detections per image.
         "score_thresh": ft.score_thresh,
         "nms_thresh": ft.nms_thresh,

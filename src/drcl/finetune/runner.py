@@ -88,7 +88,14 @@ def build_detector_from_config(
     :func:`drcl.detection.model.build_detector`)."""
     from drcl.detection.model import build_detector
 
-    return build_detector(cfg, num_classes, class_freqs)
+    return build_detector(
+        cfg.model,
+        cfg.finetune,
+        num_classes,
+        class_freqs,
+        min_size=cfg.data.min_size,
+        max_size=cfg.data.max_size,
+    )
 
 
 def train_detector(
