@@ -64,12 +64,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Writes --out (json) and prints a table; exit 0 only when every stage passed.",
     )
-    p.add_argument("--out", type=Path, default=ROOT / "work" / "bench" / "gpu.json")
-    p.add_argument("--work-dir", type=Path, default=ROOT / "work" / "gpu_check")
-    p.add_argument("--skip", action="append", default=[], choices=STAGE_GROUPS)
-    p.add_argument("--batches", type=int, nargs="+", default=[2, 8])
-    p.add_argument("--depth", type=int, default=50)
-    p.add_argument("--size", type=int, default=800)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "work" / "bench" / "gpu.json",
+        help="the results json, written atomically at the end (default: work/bench/gpu.json)",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=ROOT / "work" / "gpu_check",
+        help="scratch folder of the demo stages (default: work/gpu_check)",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=STAGE_GROUPS,
+        help="leave out a group of stages (repeatable)",
+    )
+    p.add_argument("--batches", type=int, nargs="+", default=[2, 8], help="step-cost batch sizes")
+    p.add_argument("--depth", type=int, default=50, help="ResNet depth of the step cost")
+    p.add_argument("--size", type=int, default=800, help="image side of the step cost, px")
     p.add_argument("--reps", type=int, default=5, help="timed steps per side (after 2 warm-up)")
     p.add_argument("--budget-s", type=float, default=570.0, help="all stages together")
     p.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
