@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drcl.engine import cost as cost_mod
-from drcl.engine.cost import CostMeter
+from drcl.engine.cost import CostMeter, device_name
 
 from .toy import make_trainer
 
@@ -48,3 +48,10 @@ def test_resumed_trainer_restores_cost_state(tmp_path):
     assert resumed.cost.wall_s > 0
     resumed.fit()
     assert json.loads((tmp_path / "cost.json").read_text())["iterations"] == 6
+
+
+def test_cpu_device_name_names_the_processor_and_cores():
+    import os
+
+    name = device_name(torch.device("cpu"))
+    assert name.endswith(f"({os.cpu_count()} cores)") and len(name) > len(" (2 cores)")

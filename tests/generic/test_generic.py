@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -52,6 +53,9 @@ def test_backbone_trains_deterministically_and_loads_as_model_weights(tmp_path):
     assert torch.equal(fpn.body.conv1.weight, state["conv1.weight"])
     missing, unexpected = load_resnet_weights(build_resnet_fpn(18, 16, "bn").body, a)
     assert missing == [] and unexpected == []
+    cost = json.loads((tmp_path / "a" / "cost.json").read_text())  # every training run has one
+    assert cost["stage"] == "generic" and cost["iterations"] == 2 and cost["images_seen"] == 16
+    assert cost["wall_time_s"] > 0 and cost["peak_rss_bytes"] > 0 and cost["device"] == "cpu"
 
 
 def test_make_generic_cli(tmp_path, capsys):

@@ -48,7 +48,9 @@ def _mask_modules(ch: int, num_classes: int) -> dict[str, nn.Module]:
     }
 
 
-def _detector_kwargs(ft: FinetuneConfig, min_size: int, max_size: int) -> dict:
+def detector_kwargs(ft: FinetuneConfig, min_size: int, max_size: int) -> dict:
+    """torchvision ``GeneralizedRCNN`` keyword arguments from ``finetune`` (RPN / RoI sampling,
+    the LVIS test settings) and the resize; shared by fine-tuning and the box-domain stage."""
     return {
         "min_size": min_size,
         "max_size": max_size,
@@ -121,7 +123,7 @@ def build_detector(
     box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
     predictor = _box_predictor(m.box_head_dim, ft, num_classes)
     extra = _mask_modules(m.fpn_channels, num_classes) if ft.arch == "mask_rcnn" else {}
-    kwargs = _detector_kwargs(ft, min_size, max_size)
+    kwargs = detector_kwargs(ft, min_size, max_size)
     model = ARCHS[ft.arch](backbone, box_head=box_head, box_predictor=predictor, **extra, **kwargs)
     model.roi_heads = _long_tail_heads(model.roi_heads, cls_loss)
     if cls_loss.sigmoid_prior is not None and predictor.cls_score.bias is not None:

@@ -14,6 +14,7 @@ not only its last session.
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
@@ -35,9 +36,17 @@ def peak_rss_bytes() -> int:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or on CPU the processor's model name (``/proc/cpuinfo``) and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
+    model = platform.processor() or platform.machine() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
 
 
 class CostMeter:

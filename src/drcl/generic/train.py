@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import resnet
 
+from drcl.engine.cost import CostMeter
 from drcl.generic.data import load_split, make_generic_dataset
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write, atomic_write_json
@@ -114,7 +115,8 @@ def export_backbone(model: nn.Module, out: Path, meta: dict) -> Path:
 def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
     """Generate the set (unless present), train, export ``work_dir/generic.safetensors``.
 
-    The json next to the weights records the recipe, the held-out accuracy and the seconds.
+    The json next to the weights records the recipe, the held-out accuracy and the seconds;
+    ``work_dir/cost.json`` the training's cost record (:mod:`drcl.engine.cost`).
     """
     work_dir = Path(work_dir)
     data_dir = work_dir / "data"
@@ -123,7 +125,10 @@ def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
         make_generic_dataset(
             data_dir, recipe.seed, recipe.image_size, recipe.train_per_class, recipe.val_per_class
         )
+    cost = CostMeter(torch.device("cpu"), 1, recipe.batch_size, {"stage": "generic"})
+    cost.start(0)
     model = train_generic(recipe, data_dir)
+    cost.write(work_dir, recipe.iters)  # cost.json, as every training run writes
     val_images, val_labels = load_split(data_dir, "val")
     acc = accuracy(model, val_images, val_labels)
     meta = {

@@ -24,14 +24,18 @@ def build_box_detector(cfg: Config) -> FasterRCNN:
     """Faster R-CNN on ``cfg.model``'s ResNet-FPN with a :class:`BoxEmbedPredictor`; the RPN and
     RoI settings are fine-tuning's (``finetune.rpn_*``), so the exported RPN is the one that
     fine-tuning will run."""
-    from drcl.detection.model import _detector_kwargs
+    from drcl.detection.model import detector_kwargs
 
     m = cfg.model
     backbone = build_resnet_fpn(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
     box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
     predictor = BoxEmbedPredictor(m.box_head_dim, m.box_head_dim, cfg.pretrain.box.embed_dim)
     return FasterRCNN(
-        backbone, None, box_head=box_head, box_predictor=predictor, **_detector_kwargs(cfg)
+        backbone,
+        None,
+        box_head=box_head,
+        box_predictor=predictor,
+        **detector_kwargs(cfg.finetune, cfg.data.min_size, cfg.data.max_size),
     )
 
 
