@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from drcl.config.schema import ARConfig, HCLConfig, LCLConfig, SRConfig
 from drcl.losses.reconstruction import patch_normalize
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from test_drcl_model import S, make_batch, make_model  # noqa: E402
+from models.tiny import S, make_batch, make_model
 
 
 def test_patch_normalize_hand_computed() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from test_drcl_model import B, make_batch, make_model
 from torch import nn
 
 from drcl.config.schema import SRConfig
 from drcl.models.bn_stats import frozen_bn_stats
+
+from .tiny import B, make_batch, make_model
 
 
 def bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
