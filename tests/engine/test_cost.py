@@ -55,3 +55,26 @@ def test_cpu_device_name_names_the_processor_and_cores():
 
     name = device_name(torch.device("cpu"))
     assert name.endswith(f"({os.cpu_count()} cores)") and len(name) > len(" (2 cores)")
+
+
+@pytest.mark.skipif(not cost_mod.reset_peak_rss(), reason="no /proc/self/clear_refs (not Linux)")
+def test_peak_rss_is_the_runs_own_when_runs_share_a_process(tmp_path):
+    """drcl ablate / drcl demo run many trainings in one process: a small run after a large
+    allocation reports its own peak, not the process's largest so far."""
+    import numpy as np
+
+    big = np.ones(1_500_000_000 // 8)  # 1.5 GB touched: the process peak is now far above
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del big
+    tr = make_trainer(tmp_path, max_iters=2)
+    tr.fit()
+    run_peak = json.loads((tmp_path / "cost.json").read_text())["peak_rss_bytes"]
+    assert 0 < run_peak < peak_before - 1_000_000_000
+
+
+def test_peak_rss_survives_a_resume():
+    meter = CostMeter(torch.device("cpu"), 1, 8)
+    meter.load_state_dict({"wall_s": 1.0, "peak_rss": 10**15})  # an earlier session's peak
+    meter.start(3)
+    assert meter.record(4)["peak_rss_bytes"] == 10**15
+    assert meter.state_dict()["peak_rss"] == 10**15

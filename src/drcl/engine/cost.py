@@ -4,8 +4,11 @@ Every run that goes through :class:`~drcl.engine.trainer.Trainer` (2DRCL pre-tra
 box-domain stage, fine-tuning, the class-agnostic proposal detector) records its wall time,
 iterations, images seen, throughput and peak memory, the numbers of the paper's cost table
 (VRAM, training time). On CPU the memory figure is the peak resident set size of the process
-(``getrusage``'s ``ru_maxrss``; rank 0's under DDP, DataLoader workers not included); on GPU it
-is ``torch.cuda.max_memory_allocated`` since the loop started (rank 0's device).
+since the loop started (rank 0's under DDP, DataLoader workers not included): on Linux the peak
+is reset at the start (``/proc/self/clear_refs``), so runs that share a process (``drcl ablate``,
+``drcl demo``) each report their own peak, not the largest so far; elsewhere it is ``getrusage``'s
+``ru_maxrss``, the process's peak since it began. On GPU it is
+``torch.cuda.max_memory_allocated`` since the loop started (rank 0's device).
 
 Wall time and images accumulate across resumes: the running totals travel in the checkpoint
 (:meth:`CostMeter.state_dict`), so a run killed and resumed reports its whole training time,
@@ -33,6 +36,20 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (bytes; ``ru_maxrss`` is KiB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process; False where the OS cannot (not Linux).
+
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's RSS high-water mark, which
+    ``ru_maxrss`` reads for a live process (Linux >= 4.0).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def device_name(device: torch.device) -> str:
@@ -70,6 +87,7 @@ class CostMeter:
         self.images_per_step = images_per_step
         self.info = dict(info or {})
         self.wall_s = 0.0  # training seconds of earlier sessions (restored on resume)
+        self.earlier_peak_rss = 0  # peak RSS of earlier sessions (restored on resume)
         self.iterations = 0
         self._start: float | None = None
         self._start_iter = 0
@@ -78,6 +96,7 @@ class CostMeter:
         """Start timing at ``iteration`` (the resumed one, or 0); resets the CUDA peak."""
         self._start, self._start_iter = time.perf_counter(), iteration
         self.iterations = iteration
+        reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -97,7 +116,7 @@ class CostMeter:
             "iterations": iteration,
             "images_seen": images,
             "images_per_s": round(images / wall, 3) if wall > 0 else None,
-            "peak_rss_bytes": peak_rss_bytes(),
+            "peak_rss_bytes": max(self.earlier_peak_rss, peak_rss_bytes()),
             "peak_cuda_bytes": int(torch.cuda.max_memory_allocated(self.device)) if cuda else None,
             "device": self.device.type,
             "device_name": device_name(self.device),
@@ -110,7 +129,8 @@ class CostMeter:
         return atomic_write_json(work_dir / COST_FILE, self.record(iteration), indent=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wall_s": self.elapsed()}
+        return {"wall_s": self.elapsed(), "peak_rss": max(self.earlier_peak_rss, peak_rss_bytes())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wall_s = float(state.get("wall_s", 0.0))
+        self.earlier_peak_rss = int(state.get("peak_rss", 0))
