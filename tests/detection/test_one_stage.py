@@ -10,7 +10,12 @@ from torchvision.models.detection import FCOS, RetinaNet
 from drcl.config import load_config
 from drcl.config.loader import ConfigError
 from drcl.detection.model import load_pretrained
-from drcl.detection.one_stage import ATSS, build_resnet_fpn_p3p7, centerness_targets
+from drcl.detection.one_stage import (
+    ATSS,
+    ExpDistanceConv2d,
+    build_resnet_fpn_p3p7,
+    centerness_targets,
+)
 from drcl.export.convert import export_state
 from drcl.finetune.runner import build_detector_from_config
 from drcl.models.backbone import build_resnet_fpn
@@ -204,3 +209,43 @@ def test_fcos_is_not_exported_with_atss_names(tiny_config):
     out = export_state(model.state_dict(), "mmdet")
     assert not any(k.startswith("bbox_head.") for k in out.state)
     assert any(k.startswith("head.") for k in out.unmapped)
+
+
+def test_atss_distances_cannot_die_like_relu():
+    """All-negative pre-activations over non-negative features (what a tower of GN + ReLU gives)
+    kill a relu output for good; ATSS's exp distances stay positive and keep a gradient."""
+    torch.manual_seed(0)
+    feats = torch.rand(2, 8, 5, 5)  # non-negative, as after GN + ReLU
+    conv = ExpDistanceConv2d(8, 4)
+    relu_conv = torch.nn.Conv2d(8, 4, 3, padding=1)
+    with torch.no_grad():
+        for c in (conv, relu_conv):
+            c.weight.fill_(-0.1)
+            c.bias.zero_()
+    dead = torch.relu(relu_conv(feats))
+    dead.sum().backward()
+    assert dead.eq(0).all() and relu_conv.weight.grad.eq(0).all()
+    out = conv(feats)
+    out.sum().backward()
+    assert (out > 0).all() and conv.weight.grad.abs().sum() > 0
+    # hand-computed: exp(bias + sum(w * x)) with the clamp at log(1000 / 16)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(100.0)
+    assert torch.allclose(conv(feats), torch.full((2, 4, 5, 5), 1000.0 / 16))
+
+
+def test_atss_first_prediction_is_the_anchor_box(tiny_config):
+    """exp(log 1/2) = 1/2 of the anchor side on each side: decoded, the anchor itself."""
+    model = build_detector_from_config(_one_stage(tiny_config, "atss"), num_classes=4)
+    reg = model.head.regression_head.bbox_reg
+    assert isinstance(reg, ExpDistanceConv2d)
+    assert torch.allclose(reg.bias, torch.full((4,), 0.5).log())
+    with torch.no_grad():
+        reg.weight.zero_()
+    anchors = torch.tensor([[10.0, 20.0, 42.0, 52.0], [0.0, 0.0, 64.0, 64.0]])
+    distances = reg(torch.rand(1, reg.in_channels, 1, 2)).permute(0, 2, 3, 1).reshape(-1, 4)
+    boxes = model.head.box_coder.decode(distances, anchors)
+    assert torch.allclose(boxes, anchors)
+    fcos = build_detector_from_config(_one_stage(tiny_config, "fcos"), num_classes=4)
+    assert not isinstance(fcos.head.regression_head.bbox_reg, ExpDistanceConv2d)  # torchvision's

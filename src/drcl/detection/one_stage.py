@@ -151,6 +151,33 @@ def _bias_free_convs(seq: nn.Sequential) -> None:
             seq[i] = conv
 
 
+# exp(x) is clamped at x <= log(1000 / 16), detectron2's bound on box-size deltas.
+_MAX_LOG_DISTANCE = math.log(1000.0 / 16)
+
+
+class ExpDistanceConv2d(nn.Conv2d):
+    """The ltrb regression conv of the ATSS head: distances ``exp(x)`` instead of torchvision
+    FCOS's ``relu(x)``.
+
+    After GN + ReLU the tower's features are non-negative and nearly uniform over space. So
+    with ``relu`` an output channel can start below zero at every location, and a dead channel
+    gets no gradient and never recovers. On the demo, one seed of 2DRCL weights started with
+    every channel dead: the GIoU loss stayed at 1 and AP was 0 for all three losses. ``exp`` has
+    no dead zone. This is FCOS's original ``exp(s x)``, and ATSS regresses log-scale deltas too.
+    The bias starts at log(1/2), so the first prediction is the anchor box itself (distances of
+    half the anchor side). torchvision applies ``relu`` after this conv, which leaves the
+    positive ``exp(x)`` unchanged. State-dict keys are a plain conv's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        nn.init.normal_(self.weight, std=0.01)
+        nn.init.constant_(self.bias, math.log(0.5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.exp(super().forward(x).clamp(max=_MAX_LOG_DISTANCE))
+
+
 class DenseHead(FCOSHead):
     """torchvision's ``FCOSHead`` (classification, ltrb regression, centerness) with our losses.
 
@@ -162,6 +189,8 @@ class DenseHead(FCOSHead):
         centerness_weighted: weight GIoU by the centerness targets and divide by their sum
             (mmdetection ATSS); else divide by #positives (torchvision FCOS).
         conv_bias: keep torchvision's conv biases (FCOS) or drop them (ATSS, as mmdetection).
+        exp_distances: ltrb distances as ``exp(x)`` (ATSS, :class:`ExpDistanceConv2d`) instead
+            of torchvision FCOS's ``relu(x)``.
     """
 
     def __init__(
@@ -172,6 +201,7 @@ class DenseHead(FCOSHead):
         giou_weight: float = 1.0,
         centerness_weighted: bool = False,
         conv_bias: bool = True,
+        exp_distances: bool = False,
     ):
         nn.Module.__init__(self)  # FCOSHead's own parts, with a GroupNorm that fits the width
         # torchvision / mmdetection use 32 groups; a slim demo head (e.g. 16 channels) takes the
@@ -184,6 +214,8 @@ class DenseHead(FCOSHead):
         if not conv_bias:
             _bias_free_convs(self.classification_head.conv)
             _bias_free_convs(self.regression_head.conv)
+        if exp_distances:
+            self.regression_head.bbox_reg = ExpDistanceConv2d(in_channels, 4)
         self.cls_loss = cls_loss
         self.giou_weight, self.centerness_weighted = giou_weight, centerness_weighted
 
@@ -312,7 +344,9 @@ def build_one_stage(
         return OneStageFCOS(backbone, num_classes, head=head, **common)
     sizes = tuple((ft.atss_anchor_scale * s,) for s in STRIDES)
     anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
-    head = DenseHead(m.fpn_channels, cls_loss, ft.head_convs, ft.giou_weight, True, False)
+    head = DenseHead(
+        m.fpn_channels, cls_loss, ft.head_convs, ft.giou_weight, True, False, exp_distances=True
+    )
     return ATSS(
         backbone, num_classes, anchor_generator=anchors, head=head, topk=ft.atss_topk, **common
     )
