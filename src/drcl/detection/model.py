@@ -124,12 +124,14 @@ def build_detector(
     predictor = _box_predictor(m.box_head_dim, ft, num_classes)
     extra = _mask_modules(m.fpn_channels, num_classes) if ft.arch == "mask_rcnn" else {}
     kwargs = detector_kwargs(ft, min_size, max_size)
-    model = ARCHS[ft.arch](backbone, box_head=box_head, box_predictor=predictor, **extra, **kwargs)
-    model.roi_heads = _long_tail_heads(model.roi_heads, cls_loss)
+    detector = ARCHS[ft.arch](
+        backbone, box_head=box_head, box_predictor=predictor, **extra, **kwargs
+    )
+    detector.roi_heads = _long_tail_heads(detector.roi_heads, cls_loss)
     if cls_loss.sigmoid_prior is not None and predictor.cls_score.bias is not None:
         # Sigmoid classifiers start at P(c) = prior for every class (detectron2 / CenterNet2).
         nn.init.constant_(predictor.cls_score.bias, prior_bias(cls_loss.sigmoid_prior))
-    return model
+    return detector
 
 
 def _long_tail_heads(heads, cls_loss: ClassificationLoss) -> LongTailRoIHeads:
