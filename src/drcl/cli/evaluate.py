@@ -29,6 +29,8 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     from drcl.utils.io import atomic_write_json, check_output_file
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "allow_category_mismatch", False):
+        cfg.data.allow_category_mismatch = True
     if args.out:
         check_output_file(args.out)
     work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent / "eval")

@@ -95,6 +95,15 @@ def _generic_data_args(p: argparse.ArgumentParser, positional: bool) -> None:
     )
 
 
+def _add_category_mismatch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-category-mismatch",
+        action="store_true",
+        help="evaluate a val/test file whose category names differ from the training file's "
+        "for the same id (data.allow_category_mismatch=true); ids are always matched by id",
+    )
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -132,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="detector checkpoint to evaluate on data.val_ann")
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")
     p.add_argument("--out", help="metrics json (checked writable before evaluating)")
+    _add_category_mismatch_arg(p)
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     p.set_defaults(handler=cli_evaluate)
 
@@ -168,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
     p.add_argument("--init", help="pre-trained weights (safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
+    _add_category_mismatch_arg(p)
     p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser(

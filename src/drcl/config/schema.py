@@ -124,6 +124,16 @@ LOSSES_BY_ARCH: dict[str, tuple[str, ...]] = {
 
 
 @dataclass
+class GroupsConfig:
+    """Frequency-group thresholds of the LVIS rule (training images per class), used where the
+    json has no ``frequency`` field. LVIS: rare <= 10, common <= 100, frequent above; a small
+    dataset may scale them (``drcl data stats`` suggests values)."""
+
+    rare_max: int = 10
+    common_max: int = 100
+
+
+@dataclass
 class DataConfig:
     """Where the annotations and images are, and how they are read."""
 
@@ -136,6 +146,10 @@ class DataConfig:
     num_workers: int = 0
     min_size: int = 128  # detector resize (GeneralizedRCNNTransform)
     max_size: int = 128
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    # evaluation: a val/test category id whose name differs from the training file's is refused
+    # unless true (categories are always matched by id, never by position)
+    allow_category_mismatch: bool = False
 
 
 @dataclass

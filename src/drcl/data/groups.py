@@ -28,14 +28,17 @@ COMMON_MAX_IMAGES = 100
 COCOLT_EDGES = (1, 20, 400, 8000)
 
 
-def lvis_frequency(image_count: int) -> str:
+def lvis_frequency(
+    image_count: int, rare_max: int = RARE_MAX_IMAGES, common_max: int = COMMON_MAX_IMAGES
+) -> str:
     """LVIS frequency group ``'r'|'c'|'f'`` from the number of training images holding the class.
 
-    0 images (a class absent from training) counts as rare.
+    0 images (a class absent from training) counts as rare. ``rare_max`` / ``common_max`` are
+    LVIS's 10 / 100 unless a small dataset sets ``data.groups`` (see :func:`suggest_thresholds`).
     """
-    if image_count <= RARE_MAX_IMAGES:
+    if image_count <= rare_max:
         return "r"
-    if image_count <= COMMON_MAX_IMAGES:
+    if image_count <= common_max:
         return "c"
     return "f"
 

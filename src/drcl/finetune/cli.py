@@ -14,6 +14,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
     from drcl.finetune.runner import run_finetune
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "allow_category_mismatch", False):
+        cfg.data.allow_category_mismatch = True
     results = run_finetune(cfg, args.work_dir, init=args.init, resume=args.resume)
     for iou_type, m in results.items():
         keys = ("AP", "AP50", "APr", "APc", "APf")
