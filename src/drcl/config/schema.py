@@ -111,6 +111,12 @@ class ClsLoss(StrEnum):
     efl = "efl"
 
 
+class InitKeepClasses(StrEnum):
+    # class-specific layers of a fine-tuning init whose classes differ from the training file's
+    skip = "skip"  # left at their initialisation, with a note (detectron2 / mmdetection)
+    match_by_name = "match_by_name"  # rows of classes present in both (by name) are copied
+
+
 # finetune.loss values each family of detectors accepts (checked together with finetune.arch).
 _RCNN_LOSSES = ("ce", "bce", "federated", "seesaw", "ecm")
 _ONE_STAGE_LOSSES = ("focal", "ecm", "efl")
@@ -343,6 +349,9 @@ class FinetuneConfig:
     rfs: bool = False
     rfs_threshold: float = 1e-3
     init: str | None = None  # pre-trained safetensors
+    # an init from a detector with other classes: skip its class-specific layers, or copy the
+    # rows of the classes both have (needs the init's category record)
+    init_keep_classes: InitKeepClasses = InitKeepClasses.skip
     # AlignDet's rule (lr x pretrained_lr_mult, wd / pretrained_wd_div). Applied whatever the
     # init is, so that rows of a comparison differ in their initial weights only.
     aligndet_rule: bool = False

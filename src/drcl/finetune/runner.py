@@ -132,7 +132,9 @@ def train_detector(
     freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
     detector = build_detector_from_config(cfg, index.num_classes, freqs)
     if init:
-        load_pretrained(detector, init)
+        load_pretrained(
+            detector, init, categories=categories, keep_classes=cfg.finetune.init_keep_classes
+        )
     detector.to(device)
     lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
     if cfg.finetune.aligndet_rule:
