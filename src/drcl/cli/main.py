@@ -62,6 +62,7 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("stats", help="counts per frequency group and the long-tail curve")
     p.add_argument("ann", help="training annotation json")
     p.add_argument("--out", default=None, help="PNG path for the long-tail curve")
+    _add_group_args(p)
     p.set_defaults(handler=cli_stats)
 
     p = dsub.add_parser("make-demo", help="generate the embedded long-tailed demo dataset")
@@ -92,6 +93,21 @@ def _generic_data_args(p: argparse.ArgumentParser, positional: bool) -> None:
     )
     p.add_argument(
         "--val-per-class", type=int, default=d.val_per_class, help="held-out images per class"
+    )
+
+
+def _add_group_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rare-max",
+        type=int,
+        default=None,
+        help="LVIS rule: rare = at most this many training images (default 10; data.groups)",
+    )
+    p.add_argument(
+        "--common-max",
+        type=int,
+        default=None,
+        help="LVIS rule: common = at most this many training images (default 100)",
     )
 
 
@@ -137,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="detections kept per image over all classes, and maxDets (LVIS: 300)",
     )
     p.add_argument("--train-ann", help="training json for frequency groups and COCO-LT bins")
+    _add_group_args(p)
     p.add_argument("--config", help="run config (with --checkpoint: run inference first)")
     p.add_argument("--checkpoint", help="detector checkpoint to evaluate on data.val_ann")
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")

@@ -297,7 +297,14 @@ def evaluate_detector(
             shard.unlink()
     results = {}
     for t in iou_types:
-        results[t] = evaluate_detections(cfg.data.val_ann, str(final), t, cfg.data.train_ann)
+        results[t] = evaluate_detections(
+            cfg.data.val_ann,
+            str(final),
+            t,
+            cfg.data.train_ann,
+            rare_max=cfg.data.groups.rare_max,
+            common_max=cfg.data.groups.common_max,
+        )
         if not match.exact:
             results[t]["notes"] = [match.line(categories), *results[t].get("notes", [])]
         atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
