@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--out", required=True, help="proposals json")
+    p.add_argument(
+        "--clean-detector",
+        action="store_true",
+        help="source=detector: delete the detector's run folder OUT.detector/ afterwards "
+        "(kept by default, so that a rerun resumes)",
+    )
     p.set_defaults(handler=cli_proposals)
 
     p = sub.add_parser("pretrain", help="2DRCL pre-training")

@@ -46,6 +46,12 @@ def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposal
     """The boxes to pre-train on (``pretrain.proposals``): the training boxes for ``source=gt``,
     else ``file`` (a results json; for ``source=detector`` the output of ``drcl proposals``)."""
     p = cfg.pretrain.proposals
+    if p.source == "gt" and p.file:
+        log.warning(
+            "pretrain.proposals.file=%s is not read: pretrain.proposals.source=gt uses the "
+            "training boxes (set source=file, or source=detector for `drcl proposals` output)",
+            p.file,
+        )
     if p.source == "gt":
         path = write_proposals(work_dir / "proposals_gt.json", gt_proposals(index.data))
     elif p.file is None and p.source == "file":
