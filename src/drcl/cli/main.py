@@ -225,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
+    p.add_argument(
+        "--seed-noise",
+        type=float,
+        default=None,
+        help="AP points the seed alone moves a single run (e.g. 2); best marks and deltas only "
+        "beyond it (default: none, with a note)",
+    )
     p.set_defaults(handler=cli_report)
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
