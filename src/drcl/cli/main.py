@@ -249,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tensors (detectron2, mmdet, torchvision load it), .pkl = detectron2's pickle, "
         ".safetensors = safetensors; any other suffix is refused",
     )
+    p.add_argument(
+        "--for",
+        dest="arch",
+        choices=["two-stage", "one-stage"],
+        help="the model the FPN must fit: two-stage (Faster/Mask R-CNN, FPN on C2-C5) or "
+        "one-stage (RetinaNet/FCOS/ATSS, FPN on C3-C5); default: from the checkpoint",
+    )
     p.set_defaults(handler=cli_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded dataset, on CPU")

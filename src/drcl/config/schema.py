@@ -307,6 +307,13 @@ class EMAConfig:
     momentum_end: float = 1.0
 
 
+class BoxRegNorm(StrEnum):
+    """How the box stage normalises its L1 box regression (docs/method.md, "Box-domain stage")."""
+
+    aligndet = "aligndet"  # sum over the 4 coordinates / number of RoIs (AlignDet, mmdet L1Loss)
+    mean = "mean"  # mean over R x 4 values: AlignDet's / 4 (the box stage's first runs)
+
+
 @dataclass
 class BoxStageConfig:
     """The box-domain stage (``pretrain.stage: box``; AlignDet, docs/method.md)."""
@@ -321,6 +328,7 @@ class BoxStageConfig:
     rois_per_image: int = 512  # positive RoIs sampled per image (AlignDet: 4096)
     contrast_weight: float = 1.0
     reg_weight: float = 1.0
+    reg_norm: BoxRegNorm = BoxRegNorm.aligndet  # L1 over RoIs: "aligndet" = 4x "mean"
 
 
 @dataclass
