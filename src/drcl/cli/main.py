@@ -359,7 +359,7 @@ def _run(argv: list[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.quiet, args.verbose)
     from omegaconf.errors import MissingMandatoryValue
@@ -383,6 +383,18 @@ def _run(argv: list[str] | None) -> int:
         # permissions, full disks.)
         log.error("drcl %s: error: %s", args.command, user_message(err))
         return 1
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub)parser of the command given, so that a usage error prints its usage
+    (``drcl finetune ... --device cuda`` shows finetune's, not the top-level list)."""
+    for dest in ("command", "data_command"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
 
 
 def user_message(err: BaseException) -> str:
