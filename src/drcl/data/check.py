@@ -462,13 +462,16 @@ def _images_folder_problem(file: str, image_dir: str | os.PathLike | None) -> Pr
 
 
 def _load(path: Path) -> tuple[Any, Problem | None]:
+    from drcl.utils.io import read_text_utf8
+
     try:
-        with open(path) as fh:
-            return json.load(fh), None
+        return json.loads(read_text_utf8(path, "json")), None
     except json.JSONDecodeError as err:
         msg = f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         return None, Problem(str(path), "file", "-", "-", msg)
-    except (OSError, UnicodeDecodeError) as err:
+    except ValueError as err:  # compressed, UTF-16, not UTF-8, a folder: named by the reader
+        return None, Problem(str(path), "file", "-", "-", str(err).split(": ", 1)[-1])
+    except OSError as err:
         return None, Problem(str(path), "file", "-", "-", f"cannot read: {err}")
 
 
