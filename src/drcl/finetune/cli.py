@@ -14,7 +14,6 @@ def cli_finetune(args: argparse.Namespace) -> int:
     headline APs."""
     from drcl.config.run_folder import prepare_run
     from drcl.evaluation.gt_checks import check_ground_truth
-    from drcl.finetune.runner import run_finetune
 
     cfg = prepare_run(
         args.config,
@@ -25,6 +24,8 @@ def cli_finetune(args: argparse.Namespace) -> int:
         inputs={"--init": args.init},
     )
     check_ground_truth(cfg.data.val_ann, "data.val_ann")  # before training, not after it
+    from drcl.finetune.runner import run_finetune  # torch: after the checks, so they are instant
+
     results = run_finetune(cfg, args.work_dir, init=args.init, resume=args.resume)
     for iou_type, m in results.items():
         keys = ("AP", "AP50", "APr", "APc", "APf")

@@ -13,11 +13,12 @@ def cli_pretrain(args: argparse.Namespace) -> int:
     run is refused, ``--resume`` keeps the run's config), then run
     :func:`drcl.pretrain.runner.run_pretrain`."""
     from drcl.config.run_folder import prepare_run
-    from drcl.pretrain.runner import run_pretrain
 
     cfg = prepare_run(
         args.config, args.overrides, args.work_dir, args.resume, getattr(args, "overwrite", False)
     )
+    from drcl.pretrain.runner import run_pretrain  # torch: after the checks, so they are instant
+
     out = run_pretrain(cfg, args.work_dir, args.resume)
     log.info("pre-trained weights: %s", out)
     return 0

@@ -61,7 +61,7 @@ def disk_full_error(path: PathLike, err: BaseException | None = None) -> DiskFul
         free = f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free)"
     except OSError:
         free = ""
-    why = "no space left on device" if isinstance(err, OSError) or err is None else str(err)
+    why = "No space left on device" if isinstance(err, OSError) or err is None else str(err)
     return DiskFullError(
         f"{path}: cannot write: {why}{free}",
         hint=f"free space on the disk of {folder} (or write elsewhere) and run again",
