@@ -219,6 +219,7 @@ CASES: dict[str, Case] = {
     "pretrain into another run's folder": Case([*PT, "--work-dir", "{run}", *DATA], ("--work-dir", "{run}", "not empty")),
     "finetune into a folder of other files": Case([*FT, "--work-dir", "{busy}", *DATA], ("{busy}", "notes.txt")),
     "finetune --resume, a changed max_iters": Case([*FT, "--work-dir", "{run}", "--resume", "train.max_iters=120"], ("train.max_iters=120", "40", "config.yaml")),
+    "pretrain --resume, a changed max_iters": Case([*PT, "--work-dir", "{run}", "--resume", "train.max_iters=120"], ("train.max_iters=120", "40")),
     "finetune --resume, a changed model shape": Case([*FT, "--work-dir", "{run}", "--resume", "model.fpn_channels=32"], ("model.fpn_channels",)),
     "finetune --resume, another val split": Case([*FT, "--work-dir", "{run}", "--resume", "data.val_ann={gt_hard}"], ("data.val_ann",)),
     "pretrain --resume of a folder that is no run": Case([*PT, "--work-dir", "{busy}", "--resume", *DATA], ("{busy}", "no config.yaml")),
