@@ -92,6 +92,12 @@ JSON_INPUTS = {
             _set(["annotations", 1, "segmentation"], {"size": [40, 40], "counts": [3, 5]})(g),
         )
     ),
+    "gt_rle_string": _gt(
+        lambda g: (
+            _with_masks(g),
+            _set(["annotations", 1, "segmentation"], {"size": [40, 40], "counts": "0P"})(g),
+        )
+    ),
 }
 
 
@@ -258,6 +264,7 @@ CASES: dict[str, Case] = {
     "evaluate segm: odd polygon": Case(_ev("gt_odd_polygon", "--iou-type", "segm"), ("{gt_odd_polygon}", "annotation 2", "even number")),
     "evaluate segm: RLE size differs": Case(_ev("gt_rle_size", "--iou-type", "segm"), ("{gt_rle_size}", "annotation 2", "RLE size")),
     "evaluate segm: malformed RLE counts": Case(_ev("gt_rle_counts", "--iou-type", "segm"), ("{gt_rle_counts}", "annotation 2", "RLE counts")),
+    "evaluate segm: malformed RLE string": Case(_ev("gt_rle_string", "--iou-type", "segm"), ("{gt_rle_string}", "annotation 2", "RLE 'counts' string is malformed")),
     "evaluate: gzip-compressed gt": Case(_ev("gt_gz"), ("{gt_gz}", "gzip")),
     "evaluate: UTF-16 gt": Case(_ev("gt_utf16"), ("{gt_utf16}", "UTF-16")),
     "evaluate: two gt documents concatenated": Case(_ev("gt_twice"), ("{gt_twice}", "Extra data")),
