@@ -267,3 +267,30 @@ def test_interrupt_exits_130(monkeypatch, capsys):
     _raising(monkeypatch, KeyboardInterrupt())
     assert main(["data", "stats", "x.json"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+# ---- a real run folder, end to end --------------------------------------------------------------
+
+
+@pytest.mark.slow  # ~1 min on 2 busy cores; the prepare_run tests above cover each behaviour
+def test_real_run_is_refused_resumed_and_overwritten(tiny_overrides, tmp_path, capsys):
+    work = tmp_path / "pre"
+    base = ["pretrain", "configs/pretrain/demo.yaml", "--work-dir", str(work)]
+    over = [*tiny_overrides, "train.max_iters=2", "train.checkpoint_every=2"]
+    assert main([*base, *over]) == 0
+    first = _snapshot(work)
+    capsys.readouterr()
+    assert main([*base, *over]) == 1  # the same command again: refused, nothing touched
+    assert "is not empty" in capsys.readouterr().err and _snapshot(work) == first
+    assert main([*base, "--resume", "train.max_iters=4"]) == 1  # the sampler fixes max_iters
+    assert "train.max_iters=4 here, 2 in the run's config.yaml" in capsys.readouterr().err
+    assert _snapshot(work) == first
+    # a resume that changes nothing the checkpoint fixes: runs (already finished: no step)
+    assert main([*base, "--resume", "train.log_every=5"]) == 0
+    assert (work / "ckpt_0000002.pt").read_bytes() == first["ckpt_0000002.pt"]
+    assert main([*base, "--overwrite", *over]) == 0
+    (old,) = tmp_path.glob("pre.old-*")
+    names = {k for k in _snapshot(old) if not k.startswith("tb/")}  # (the resume logged to tb)
+    assert names == {k for k in first if not k.startswith("tb/")}  # the first run, moved whole
+    assert (old / "ckpt_0000002.pt").read_bytes() == first["ckpt_0000002.pt"]
+    assert (work / "ckpt_0000002.pt").is_file()
