@@ -126,6 +126,19 @@ def test_resume_refuses_what_the_checkpoint_fixes(tmp_path, override):
     assert _snapshot(run) == before
 
 
+def test_resume_accepts_a_moved_annotation_file_with_the_same_bytes(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for name in ("a", "b"):
+        _json(tmp_path / name / "v.json", GT)
+    run = _run(tmp_path / "run", f"data.val_ann={tmp_path / 'a' / 'v.json'}")
+    cfg = prepare_run(None, [f"data.val_ann={tmp_path / 'b' / 'v.json'}"], run, resume=True)
+    assert cfg.data.val_ann == str(tmp_path / "b" / "v.json")
+    _json(tmp_path / "b" / "v.json", {**GT, "images": GT["images"][:1]})  # now another file
+    with pytest.raises(RunFolderError, match="data.val_ann="):
+        prepare_run(None, [f"data.val_ann={tmp_path / 'b' / 'v.json'}"], run, resume=True)
+
+
 def test_resume_before_the_first_checkpoint_restarts_the_log(tmp_path):
     run = _run(tmp_path / "run")
     (run / "ckpt_0000040.pt").unlink()  # died before its first checkpoint (a full disk)

@@ -371,7 +371,7 @@ def _run(argv: list[str] | None) -> int:
 USER_ERRORS = (ValueError, FloatingPointError, OSError, UnpicklingError)
 INTERRUPTED_EXIT = 130  # 128 + SIGINT
 INTERNAL_ERROR_EXIT = 70  # sysexits' EX_SOFTWARE: a bug of drcl
-BUG_REPORT = "the drcl issue tracker (see README.md)"
+BUG_REPORT = "the drcl issue tracker"  # where the project's bug reports go
 
 
 def _hint(err: BaseException) -> str | None:

@@ -5,12 +5,13 @@
   ``DIR.old-<time>``, never mixed with the new run).
 - ``--resume`` runs with the run's own ``config.yaml``; ``key=value`` overrides may change only
   what the checkpoint does not fix (logging, checkpoint frequency, workers, device, image
-  folders: :data:`RESUMABLE_KEYS`). Every refusal happens before anything in the folder is
-  written.
+  folders: :data:`RESUMABLE_KEYS`; an annotation file's path when its bytes are the same). Every
+  refusal happens before anything in the folder is written.
 """
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import time
@@ -42,6 +43,18 @@ RESUMABLE_KEYS = (
     "finetune.init",  # initial weights: replaced by the checkpoint's
     "model.weights",
 )
+
+
+# File keys whose path may change on resume when the file's bytes do not (a moved dataset,
+# another working directory for a relative path).
+_FILE_KEYS = ("data.train_ann", "data.val_ann", "pretrain.proposals.file")
+
+
+def _same_content(a: Any, b: Any) -> bool:
+    try:
+        return filecmp.cmp(str(a), str(b), shallow=False)
+    except OSError:  # either is missing: a different file as far as we can tell
+        return False
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
@@ -146,7 +159,11 @@ def _resumed_config(config: str | os.PathLike | None, overrides: list[str], path
         )
     run_cfg = load_config(saved)
     cfg = load_config(saved, overrides)
-    fixed = {k: v for k, v in _differences(run_cfg, cfg).items() if k not in RESUMABLE_KEYS}
+    fixed = {
+        k: (was, now)
+        for k, (was, now) in _differences(run_cfg, cfg).items()
+        if k not in RESUMABLE_KEYS and not (k in _FILE_KEYS and _same_content(was, now))
+    }
     if fixed:
         key, (was, now) = sorted(fixed.items())[0]
         raise RunFolderError(
