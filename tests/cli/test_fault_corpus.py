@@ -227,7 +227,7 @@ CASES: dict[str, Case] = {
     "finetune --resume, a changed max_iters": Case([*FT, "--work-dir", "{run}", "--resume", "train.max_iters=120"], ("train.max_iters=120", "40", "config.yaml")),
     "pretrain --resume, a changed max_iters": Case([*PT, "--work-dir", "{run}", "--resume", "train.max_iters=120"], ("train.max_iters=120", "40")),
     "finetune --resume, a changed model shape": Case([*FT, "--work-dir", "{run}", "--resume", "model.fpn_channels=32"], ("model.fpn_channels",)),
-    "finetune --resume, another val split": Case([*FT, "--work-dir", "{run}", "--resume", "data.val_ann={gt_hard}"], ("data.val_ann",)),
+    "finetune --resume, another val split": Case([*FT, "--work-dir", "{run}", "--resume", "data.val_ann={gt_dup_image}"], ("data.val_ann",)),
     "pretrain --resume of a folder that is no run": Case([*PT, "--work-dir", "{busy}", "--resume", *DATA], ("{busy}", "no config.yaml")),
     "finetune --resume --overwrite": Case([*FT, "--work-dir", "{run}", "--resume", "--overwrite"], ("--overwrite", "--resume"), code=2),
     "finetune --overwrite with --init inside the run": Case([*FT, "--work-dir", "{run}", "--overwrite", "--init", "{run}/model_final.safetensors", *DATA], ("--work-dir", "--init")),

@@ -78,6 +78,7 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("stats", help="counts per frequency group and the long-tail curve")
     p.add_argument("ann", help="training annotation json")
     p.add_argument("--out", default=None, help="PNG path for the long-tail curve")
+    _add_group_args(p)
     p.set_defaults(handler=cli_stats)
 
     p = dsub.add_parser("make-demo", help="generate the embedded long-tailed demo dataset")
@@ -108,6 +109,30 @@ def _generic_data_args(p: argparse.ArgumentParser, positional: bool) -> None:
     )
     p.add_argument(
         "--val-per-class", type=int, default=d.val_per_class, help="held-out images per class"
+    )
+
+
+def _add_group_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rare-max",
+        type=int,
+        default=None,
+        help="LVIS rule: rare = at most this many training images (default 10; data.groups)",
+    )
+    p.add_argument(
+        "--common-max",
+        type=int,
+        default=None,
+        help="LVIS rule: common = at most this many training images (default 100)",
+    )
+
+
+def _add_category_mismatch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-category-mismatch",
+        action="store_true",
+        help="evaluate a val/test file whose category names differ from the training file's "
+        "for the same id (data.allow_category_mismatch=true); ids are always matched by id",
     )
 
 
@@ -144,10 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="detections kept per image over all classes, and maxDets (LVIS: 300)",
     )
     p.add_argument("--train-ann", help="training json for frequency groups and COCO-LT bins")
+    _add_group_args(p)
     p.add_argument("--config", help="run config (with --checkpoint: run inference first)")
     p.add_argument("--checkpoint", help="detector checkpoint to evaluate on data.val_ann")
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")
     p.add_argument("--out", help="metrics json (checked writable before evaluating)")
+    _add_category_mismatch_arg(p)
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     p.set_defaults(handler=cli_evaluate)
 
@@ -184,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
     p.add_argument("--init", help="pre-trained weights (safetensors)")
     _add_run_folder_args(p)
+    _add_category_mismatch_arg(p)
     p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser(
@@ -223,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file; the suffix picks the format: .pth / .pt = torch file of plain "
         "tensors (detectron2, mmdet, torchvision load it), .pkl = detectron2's pickle, "
         ".safetensors = safetensors; any other suffix is refused",
+    )
+    p.add_argument(
+        "--for",
+        dest="arch",
+        choices=["two-stage", "one-stage"],
+        help="the model the FPN must fit: two-stage (Faster/Mask R-CNN, FPN on C2-C5) or "
+        "one-stage (RetinaNet/FCOS/ATSS, FPN on C3-C5); default: from the checkpoint",
     )
     p.set_defaults(handler=cli_export)
 

@@ -28,6 +28,8 @@ RANGES: dict[str, str] = {
     "data.num_workers": ">=0",
     "data.min_size": ">=1",
     "data.max_size": ">=1",
+    "data.groups.rare_max": ">=0",  # and < common_max (checked below)
+    "data.groups.common_max": ">=1",
     # model
     "model.depth": "{18,34,50,101}",
     "model.fpn_channels": ">=1",
@@ -66,6 +68,7 @@ RANGES: dict[str, str] = {
     "pretrain.box.rois_per_image": ">=1",
     "pretrain.box.contrast_weight": ">=0",
     "pretrain.box.reg_weight": ">=0",
+    "pretrain.box.reg_norm": "enum",
     "pretrain.proposals.source": "enum",
     "pretrain.proposals.top_n": ">=1",
     "pretrain.proposals.nms": "[0,1]",
@@ -114,6 +117,7 @@ RANGES: dict[str, str] = {
     # finetune
     "finetune.arch": "enum",
     "finetune.loss": "enum",
+    "finetune.init_keep_classes": "enum",
     "finetune.cosine_scale": ">0",
     "finetune.rfs_threshold": "(0,1]",
     "finetune.pretrained_lr_mult": ">0",
@@ -204,3 +208,10 @@ def violations(cfg: Any) -> Iterator[tuple[str, Any, str]]:
     train = cfg.train
     if train.max_iters == 0 and train.epochs == 0:
         yield "train.epochs", 0, "must be >= 1 when train.max_iters = 0 (nothing would train)"
+    groups = cfg.data.groups
+    if groups.rare_max >= groups.common_max:
+        yield (
+            "data.groups.rare_max",
+            groups.rare_max,
+            f"must be < data.groups.common_max ({groups.common_max})",
+        )
