@@ -69,6 +69,12 @@ RANGES: dict[str, str] = {
     "pretrain.box.contrast_weight": ">=0",
     "pretrain.box.reg_weight": ">=0",
     "pretrain.box.reg_norm": "enum",
+    "pretrain.probe.every": ">=0",  # 0 = off
+    "pretrain.probe.readout": "enum",
+    "pretrain.probe.size": ">=8",
+    "pretrain.probe.context": "[0,1]",
+    "pretrain.probe.k": ">=1",
+    "pretrain.probe.temperature": ">0",
     "pretrain.proposals.source": "enum",
     "pretrain.proposals.top_n": ">=1",
     "pretrain.proposals.nms": "[0,1]",
