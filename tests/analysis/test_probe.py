@@ -174,6 +174,25 @@ def test_crops_hold_the_box_with_context(toy, tmp_path):
     assert torch.equal(again.labels, crops.labels)
 
 
+def test_max_per_class_caps_crops_and_rois_alike(toy, tmp_path):
+    from drcl.analysis.probe import roi_features
+
+    full = extract_crops(*toy["train"], size=16)
+    capped = extract_crops(*toy["train"], size=16, max_per_class=2, cache_dir=tmp_path)
+    counts = torch.bincount(full.labels)
+    assert torch.equal(torch.bincount(capped.labels, minlength=len(counts)), counts.clamp(max=2))
+    again = extract_crops(*toy["train"], size=16, max_per_class=2)
+    assert torch.equal(again.boxes, capped.boxes)  # the same fixed choice every time
+    # a crop is the full run's crop of the same box
+    i = int((full.boxes == capped.boxes[0]).all(1).nonzero()[0])
+    assert torch.equal(full.images[i], capped.images[0])
+    net = load_probe_net("random", fpn_channels=16, box_head_dim=32)
+    rois = roi_features(net, toy["train"][0], toy["train"][1], max_per_class=2)
+    assert rois.shape == (len(capped), 32)
+    with pytest.raises(ValueError, match="max_per_class >= 0"):
+        extract_crops(*toy["train"], max_per_class=-1)
+
+
 def test_crops_bad_input(toy, tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file not found: .*nope.json"):
         extract_crops(tmp_path / "nope.json", toy["train"][1])

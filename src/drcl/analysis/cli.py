@@ -138,6 +138,9 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-head-dim", type=int, help="box head width of 'random' (roi readout)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
     p.add_argument("--cache-dir", help="keep the crops here and reuse them")
+    p.add_argument(
+        "--max-per-class", type=int, default=0, help="at most N boxes of a class (0 = all)"
+    )
     return p
 
 

@@ -110,16 +110,43 @@ class Crops:
         return len(self.labels)
 
 
-def _boxes_by_image(index: CocoIndex) -> Iterator[tuple[dict, list[dict]]]:
-    """(image record, its usable annotations): not crowd, width and height > 0."""
-    for iid in index.image_ids:
-        anns = [
+def _boxes_by_image(index: CocoIndex, max_per_class: int = 0) -> Iterator[tuple[dict, list[dict]]]:
+    """(image record, its usable annotations): not crowd, width and height > 0; at most
+    ``max_per_class`` of a class (0 = all), a fixed random choice (seed 0), so that the crops and
+    the RoI readout of one json pick the same boxes."""
+    usable = {
+        iid: [
             a
             for a in index.anns_by_image[iid]
             if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0
         ]
-        if anns:
-            yield index.images[iid], anns
+        for iid in index.image_ids
+    }
+    if max_per_class > 0:
+        keep = _capped(usable, max_per_class)
+        usable = {
+            i: [a for k, a in enumerate(anns) if (i, k) in keep] for i, anns in usable.items()
+        }
+    for iid in index.image_ids:
+        if usable[iid]:
+            yield index.images[iid], usable[iid]
+
+
+def _capped(usable: Mapping[int, list[dict]], cap: int) -> set[tuple[int, int]]:
+    """(image id, position) of at most ``cap`` annotations per class, drawn without replacement."""
+    by_class: dict[int, list[tuple[int, int]]] = {}
+    for iid, anns in usable.items():
+        for k, a in enumerate(anns):
+            by_class.setdefault(int(a["category_id"]), []).append((iid, k))
+    rng = np.random.default_rng(0)
+    keep: set[tuple[int, int]] = set()
+    for cid in sorted(by_class):
+        items = by_class[cid]
+        chosen = (
+            rng.choice(len(items), cap, replace=False) if len(items) > cap else range(len(items))
+        )
+        keep.update(items[i] for i in chosen)
+    return keep
 
 
 def _read_rgb(root: str | os.PathLike, image: dict, source: str) -> Tensor:
@@ -155,6 +182,7 @@ def extract_crops(
     size: int = 64,
     context: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
+    max_per_class: int = 0,
 ) -> Crops:
     """Crop every usable ground-truth box (not crowd, positive size) of ``ann`` from its image.
 
@@ -168,30 +196,35 @@ def extract_crops(
         size: side of the square crops, pixels.
         context: extra margin per side as a fraction of the box side (0.1 = 10%).
         cache_dir: if set, the crops are stored there as safetensors, keyed by the json's path,
-            size and modification time, the image folder, ``size`` and ``context``, and read back
-            on the next call.
+            size and modification time, the image folder, ``size``, ``context`` and
+            ``max_per_class``, and read back on the next call.
+        max_per_class: keep at most this many boxes of a class (a fixed random choice), to
+            bound time and memory on large sets (LVIS train has 1.27M boxes); 0 = all.
 
     Raises:
         FileNotFoundError: the json or an image is missing (names it).
         ValueError: the json has no usable box, or ``size``/``context`` out of range.
     """
-    if size < 8 or not 0 <= context <= 1:
+    if size < 8 or not 0 <= context <= 1 or max_per_class < 0:
         raise ValueError(
-            f"probe crops: size >= 8 and 0 <= context <= 1 needed, got {size}, {context}"
+            "probe crops: size >= 8, 0 <= context <= 1 and max_per_class >= 0 needed, got "
+            f"{size}, {context}, {max_per_class}"
         )
     index = _load_index(ann, "probe")
-    cache = _cache_file(index, images_root, size, context, cache_dir)
+    cache = _cache_file(index, images_root, f"{size}|{context}|{max_per_class}", cache_dir)
     if cache is not None and cache.is_file():
         return _read_cache(cache)
-    crops = _crop_all(index, images_root, size, context)
+    crops = _crop_all(index, images_root, size, context, max_per_class)
     if cache is not None:
         _write_cache(cache, crops)
     return crops
 
 
-def _crop_all(index: CocoIndex, root: str | os.PathLike, size: int, context: float) -> Crops:
+def _crop_all(
+    index: CocoIndex, root: str | os.PathLike, size: int, context: float, max_per_class: int
+) -> Crops:
     images, labels, image_ids, boxes = [], [], [], []
-    for image, anns in _boxes_by_image(index):
+    for image, anns in _boxes_by_image(index, max_per_class):
         pixels = _read_rgb(root, image, index.path)
         _, h, w = pixels.shape
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)
@@ -212,14 +245,14 @@ def _crop_all(index: CocoIndex, root: str | os.PathLike, size: int, context: flo
 
 
 def _cache_file(
-    index: CocoIndex, root: str | os.PathLike, size: int, context: float, cache_dir: Any
+    index: CocoIndex, root: str | os.PathLike, options: str, cache_dir: Any
 ) -> Path | None:
     if cache_dir is None or not Path(index.path).is_file():
         return None
     ann = Path(index.path).resolve()
     st = ann.stat()
     key = f"{_CACHE_VERSION}|{ann}|{st.st_size}|{st.st_mtime_ns}|{Path(root).resolve()}|"
-    key += f"{size}|{context}"
+    key += options
     return Path(cache_dir) / f"crops_{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
 
@@ -262,7 +295,7 @@ class ProbeNet:
     trained: dict[str, bool] = field(default_factory=dict)
     source: str = "module"
 
-    def modules(self) -> list[nn.Module]:
+    def parts(self) -> list[nn.Module]:
         return [m for m in (self.body, self.fpn, self.box_head) if m is not None]
 
 
@@ -463,12 +496,14 @@ def roi_features(
     ann: str | os.PathLike | CocoIndex,
     images_root: str | os.PathLike,
     batch_size: int = 8,
+    max_per_class: int = 0,
 ) -> Tensor:
     """Box-head features of every usable ground-truth box, from the full images.
 
     The images (ImageNet-normalised, native size) go through body + FPN; ``MultiScaleRoIAlign``
     7x7 (sampling ratio 2, P2-P5, torchvision's level mapping) pools each ground-truth box, and
-    the ``TwoMLPHead`` gives its feature. Same boxes and order as :func:`extract_crops`.
+    the ``TwoMLPHead`` gives its feature. Same boxes and order as :func:`extract_crops` with the
+    same ``max_per_class``.
 
     Returns:
         (N, box_head_dim) float32 on the CPU.
@@ -483,8 +518,8 @@ def roi_features(
     device = _device_of(net.body)
     feats: list[Tensor] = []
     pending: list[tuple[Tensor, Tensor]] = []
-    with eval_mode(net.modules()):
-        for image, anns in _boxes_by_image(index):
+    with eval_mode(net.parts()):
+        for image, anns in _boxes_by_image(index, max_per_class):
             pixels = _read_rgb(images_root, image, index.path)
             xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)
             pending.append((pixels, torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)))
@@ -691,12 +726,13 @@ def prepare_probe_data(
     size: int = 64,
     context: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
+    max_per_class: int = 0,
 ) -> ProbeData:
     """Crops of both jsons, frequency groups and twins; see :func:`extract_crops`."""
     train_index = _load_index(train_ann, "probe train_ann")
     eval_index = _load_index(eval_ann, "probe eval_ann")
-    train = extract_crops(train_index, train_images, size, context, cache_dir)
-    evaluation = extract_crops(eval_index, eval_images, size, context, cache_dir)
+    train = extract_crops(train_index, train_images, size, context, cache_dir, max_per_class)
+    evaluation = extract_crops(eval_index, eval_images, size, context, cache_dir, max_per_class)
     groups = train_index.frequency_groups()
     seen = set(train.labels.tolist())
     excluded = sorted(set(evaluation.labels.tolist()) - seen)
@@ -707,7 +743,7 @@ def prepare_probe_data(
     return ProbeData(
         train, evaluation, groups, twin_ids(train_index.categories, train_index.data), excluded,
         train_index, eval_index, str(train_images), str(eval_images),
-        {"size": size, "context": context},
+        {"size": size, "context": context, "max_per_class": max_per_class},
     )  # fmt: skip
 
 
@@ -725,9 +761,10 @@ def probe_features(
         evaluation = backbone_features(net, data.eval.images, layers, batch_size)
         out = {layer: (train[layer], evaluation[layer]) for layer in layers}
     if "roi" in readouts:
+        cap = data.params.get("max_per_class", 0)
         out["roi"] = (
-            roi_features(net, data.train_index, data.train_images),
-            roi_features(net, data.eval_index, data.eval_images),
+            roi_features(net, data.train_index, data.train_images, max_per_class=cap),
+            roi_features(net, data.eval_index, data.eval_images, max_per_class=cap),
         )
     return {r: out[r] for r in readouts}
 
@@ -774,6 +811,7 @@ def run_probe(
     k: int = 20,
     temperature: float = 0.07,
     cache_dir: str | os.PathLike | None = None,
+    max_per_class: int = 0,
     depth: int = 18,
     fpn_channels: int = 256,
     box_head_dim: int = 1024,
@@ -789,7 +827,7 @@ def run_probe(
             when ``data`` (from :func:`prepare_probe_data`) is given, which saves re-cropping.
         readouts: among ``C2``..``C5`` and ``roi``.
         classifiers: among ``ncm`` and ``knn``.
-        size, context, cache_dir: crops (:func:`extract_crops`).
+        size, context, cache_dir, max_per_class: crops (:func:`extract_crops`).
         k, temperature: the kNN.
         depth, fpn_channels, box_head_dim, seed: random init (:func:`load_probe_net`).
         batch_size: crops per forward pass.
@@ -808,7 +846,7 @@ def run_probe(
                 "run_probe: give train_ann, train_images, eval_ann and eval_images, or data"
             )
         data = prepare_probe_data(
-            train_ann, train_images, eval_ann, eval_images, size, context, cache_dir
+            train_ann, train_images, eval_ann, eval_images, size, context, cache_dir, max_per_class
         )
     net = weights if isinstance(weights, ProbeNet) else load_probe_net(
         weights, depth, fpn_channels, box_head_dim, seed
@@ -964,7 +1002,7 @@ def run_probe_cli(ns: Any, weights: Mapping[str, str]) -> dict[str, Any]:
             raise FileNotFoundError(f"--weights {name}={w}: file not found (or 'random')")
     data = prepare_probe_data(
         paths["train_ann"], paths["train_images"], paths["eval_ann"], paths["eval_images"],
-        ns.size, ns.context, ns.cache_dir,
+        ns.size, ns.context, ns.cache_dir, ns.max_per_class,
     )  # fmt: skip
     runs = run_probes(
         weights,

@@ -353,6 +353,7 @@ class ProbeConfig:
     context: float = 0.1  # margin per side, fraction of the box side
     k: int = 20  # kNN neighbours
     temperature: float = 0.07  # kNN vote weight exp(cos / T)
+    max_per_class: int = 0  # at most N boxes of a class per split (0 = all; LVIS needs a cap)
 
 
 @dataclass

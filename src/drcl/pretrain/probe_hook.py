@@ -70,7 +70,8 @@ class ProbeHook:
         work_dir: the run folder (``metrics.jsonl``, ``tb/``).
         train_ann, train_images, eval_ann, eval_images: the jsons and image folders.
         readout: ``C2``..``C5`` or ``roi``.
-        size, context, k, temperature: see :func:`drcl.analysis.probe.run_probe`.
+        size, context, k, temperature, max_per_class: see
+            :func:`drcl.analysis.probe.run_probe`.
         enabled: False on ranks other than 0 (nothing is done there).
     """
 
@@ -89,6 +90,7 @@ class ProbeHook:
         context: float = 0.1,
         k: int = 20,
         temperature: float = 0.07,
+        max_per_class: int = 0,
         enabled: bool = True,
     ) -> None:
         if every < 1:
@@ -98,6 +100,7 @@ class ProbeHook:
         self.paths = (train_ann, train_images, eval_ann, eval_images)
         self.readout, self.size, self.context = str(readout), size, context
         self.k, self.temperature, self.enabled = k, temperature, enabled
+        self.max_per_class = max_per_class
         self.data: ProbeData | None = None
         self._tb: Any = None
 
@@ -105,7 +108,9 @@ class ProbeHook:
         """Cut the crops (once per run) and open the TensorBoard writer."""
         if not self.enabled:
             return
-        self.data = prepare_probe_data(*self.paths, size=self.size, context=self.context)
+        self.data = prepare_probe_data(
+            *self.paths, size=self.size, context=self.context, max_per_class=self.max_per_class
+        )
         log.info(
             "probe: %d train / %d eval crops, every %d iterations",
             len(self.data.train),

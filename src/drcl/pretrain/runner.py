@@ -231,6 +231,7 @@ def pretrain_hooks(
             context=p.context,
             k=p.k,
             temperature=p.temperature,
+            max_per_class=p.max_per_class,
             enabled=info.is_main,
         )
     ]
