@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--out", required=True, help="proposals json")
+    p.add_argument(
+        "--clean-detector",
+        action="store_true",
+        help="source=detector: delete the detector's run folder OUT.detector/ afterwards "
+        "(kept by default, so that a rerun resumes)",
+    )
     p.set_defaults(handler=cli_proposals)
 
     p = sub.add_parser("pretrain", help="2DRCL pre-training")
@@ -215,11 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser(
-        "analyze", help="error breakdown, classifier weight norms, attention maps, box composition"
+        "analyze",
+        help="error breakdown, classifier weight norms, attention maps, box composition, probe",
     )
     p.add_argument(
         "what",
-        choices=["errors", "weight-norms", "attention", "box-composition"],
+        choices=["errors", "weight-norms", "attention", "box-composition", "probe"],
         help="which analysis",
     )
     p.add_argument(
@@ -235,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
+    p.add_argument(
+        "--seed-noise",
+        type=float,
+        default=None,
+        help="AP points the seed alone moves a single run (e.g. 2); best marks and deltas only "
+        "beyond it (default: none, with a note)",
+    )
     p.set_defaults(handler=cli_report)
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
@@ -364,7 +378,7 @@ def _run(argv: list[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.quiet, args.verbose)
     from omegaconf.errors import MissingMandatoryValue
@@ -447,6 +461,18 @@ def internal_error(command: str, err: BaseException, verbose: bool) -> int:
     if verbose:
         sys.stderr.write(text)
     return INTERNAL_ERROR_EXIT
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub)parser of the command given, so that a usage error prints its usage
+    (``drcl finetune ... --device cuda`` shows finetune's, not the top-level list)."""
+    for dest in ("command", "data_command"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
 
 
 def user_message(err: BaseException) -> str:

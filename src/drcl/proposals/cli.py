@@ -18,5 +18,5 @@ def cli_proposals(args: argparse.Namespace) -> int:
     for key in ("train_ann", "val_ann"):
         inputs[f"data.{key}"] = None if OmegaConf.is_missing(cfg.data, key) else cfg.data[key]
     check_output_file(args.out, inputs=inputs)  # before the (possibly long) detector run
-    run_proposals(cfg, args.out)
+    run_proposals(cfg, args.out, clean_detector=getattr(args, "clean_detector", False))
     return 0

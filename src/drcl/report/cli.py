@@ -27,6 +27,13 @@ def cli_report(args: argparse.Namespace) -> int:
         raise ValueError("no runs given (and no --ablation)")
     inputs = {**{f"run {n}": p for n, p in runs.items()}, "--gt": gt, "--train-ann": train_ann}
     refuse_overwriting_inputs(args.out, {**inputs, "--ablation": ablation}, "--out", folder=True)
-    out = build_report(runs, args.out, gt=gt, train_ann=train_ann, ablation=ablation)
+    out = build_report(
+        runs,
+        args.out,
+        gt=gt,
+        train_ann=train_ann,
+        ablation=ablation,
+        seed_noise=getattr(args, "seed_noise", None),
+    )
     log.info(f"report written to {out / 'index.html'} and {out / 'README.md'}")
     return 0
