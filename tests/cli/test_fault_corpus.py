@@ -218,6 +218,8 @@ CASES: dict[str, Case] = {
     "stats --out = the input": Case(["data", "stats", "{gt}", "--out", "{gt}"], ("input ANN",)),
     "proposals --out = data.train_ann": Case(["proposals", "configs/pretrain/demo.yaml", "--out", "{gt}", *DATA], ("--out", "data.train_ann")),
     "report --out = a run folder": Case(["report", "{run}", "--out", "{run}"], ("--out", "{run}")),
+    "analyze errors --out = the detections": Case(["analyze", "errors", "--gt", "{gt}", "--dets", "a={dets}", "--out", "{dets}"], ("--out", "{dets}", "input a")),
+    "analyze weight-norms --out = the checkpoint": Case(["analyze", "weight-norms", "--ckpt", "m={ckpt}", "--train-ann", "{gt}", "--out", "{ckpt}"], ("--out", "input m")),
     "evaluate --work-dir = the run's own eval/": Case(["evaluate", "--config", "{run}/config.yaml", "--checkpoint", "{run}/model_final.safetensors", "--work-dir", "{run}/eval"], ("{run}/eval", "run's own evaluation")),
     "evaluate checkpoint --out = its config": Case(["evaluate", "--config", "{run}/config.yaml", "--checkpoint", "{run}/model_final.safetensors", "--out", "{run}/config.yaml"], ("input --config",)),
     # ---- reused run folders ---------------------------------------------------------------
@@ -332,7 +334,16 @@ def run_case(argv: list[str], capsys) -> tuple[int, str]:
 def test_corpus_size():
     assert len(CASES) >= 40
     commands = {c.argv[0] for c in CASES.values()}
-    assert {"data", "evaluate", "proposals", "pretrain", "finetune", "export", "report"} <= commands
+    assert {
+        "data",
+        "evaluate",
+        "proposals",
+        "pretrain",
+        "finetune",
+        "export",
+        "report",
+        "analyze",
+    } <= commands
 
 
 @pytest.mark.parametrize("name", list(CASES))
