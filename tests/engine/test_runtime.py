@@ -41,12 +41,25 @@ def test_auto_workers(monkeypatch, cpus, device, world, want):
 
 def test_auto_threads(monkeypatch):
     monkeypatch.setattr(runtime, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(runtime, "busy_cpus", lambda: 0.0)
     assert runtime.resolve_threads(-1, 2, CPU) == 6  # the cores the workers leave
     assert runtime.resolve_threads(-1, 0, CPU, world_size=2) == 4
     assert runtime.resolve_threads(-1, 9, CPU) == 1
     assert runtime.resolve_threads(0, 2, CPU) is None  # torch's default is kept
     assert runtime.resolve_threads(3, 2, CPU) == 3
     assert runtime.resolve_threads(-1, 2, CUDA) is None
+
+
+@pytest.mark.parametrize(("busy", "want"), [(0.0, 2), (0.4, 2), (0.6, 1), (19.0, 1)])
+def test_auto_threads_leave_cores_busy_elsewhere(monkeypatch, busy, want):
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(runtime, "busy_cpus", lambda: busy)
+    assert runtime.resolve_threads(-1, 0, CPU) == want
+
+
+def test_busy_cpus_reads_the_load_average(monkeypatch):
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    assert runtime.busy_cpus() == 2.5  # this process is one of the 3.5
 
 
 def test_bad_values_name_the_key():

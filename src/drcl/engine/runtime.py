@@ -7,11 +7,14 @@ floating-point operations inside kernels (results equal to fp32 rounding, not bi
 they are switches, off by default. Thread and worker counts do not change the numbers: every
 sample's augmentation is seeded by the sampler, whichever process draws it.
 
-Why the automatic choice on a CPU: the step is convolutions run by the intra-op threads, which
+Why the automatic choices on a CPU: the step is convolutions run by the intra-op threads, which
 meet at a barrier after every kernel; a DataLoader worker on the same cores takes time slices
 from one of them and the other waits. On a few cores (<= 4) the data of a step costs a few
 percent of the step (``bench/throughput.py`` measures both), so loading it in the training
-process between steps, with every core computing, wastes less than a worker does.
+process between steps, with every core computing, wastes less than a worker does. For the
+same reason, threads are not given cores that other processes keep busy (:func:`busy_cpus`).
+Thread counts may change the rounding of reductions inside kernels: a run that must resume bit
+for bit on another machine sets ``train.threads`` to a fixed number.
 """
 
 from __future__ import annotations
@@ -51,19 +54,38 @@ def resolve_num_workers(requested: int, device: torch.device, world_size: int = 
     return 0 if share <= FEW_CORES else min(4, share // 4)
 
 
+def busy_cpus() -> float:
+    """CPUs kept busy by other processes: the 1-minute load average less this process (0 where
+    the OS has no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+    return max(0.0, load - 1.0)
+
+
 def resolve_threads(
     requested: int, workers: int, device: torch.device, world_size: int = 1
 ) -> int | None:
     """Intra-op threads of the training process: ``requested`` if > 0; ``0``: None (torch's
-    default, all CPUs, is kept); ``-1``: on CPU the CPUs of this process's share not given to
-    its DataLoader workers (at least 1), on CUDA None."""
+    default, all CPUs, is kept); ``-1``: on CPU the CPUs of this process's share that neither
+    its DataLoader workers nor other processes (:func:`busy_cpus`, at start) keep busy, at least
+    1; on CUDA None.
+
+    Why the other processes count: the threads meet at a barrier after every kernel, so when
+    the OS lends the core of one of them to another process, the others wait; on a shared 2-core
+    machine (load average ~20) a 2-thread pre-training step took 3.6x as long as a 1-thread one
+    (docs/performance.md).
+    """
     if requested < AUTO:
         raise ValueError(f"train.threads={requested}: must be >= 0, or -1 for automatic")
     if requested > 0:
         return requested
     if requested == 0 or device.type == "cuda":
         return None
-    return max(1, usable_cpus() // max(1, world_size) - workers)
+    share = usable_cpus() // max(1, world_size) - workers
+    free = round(usable_cpus() - busy_cpus()) // max(1, world_size) - workers
+    return max(1, min(share, free))
 
 
 def set_threads(n: int) -> None:
