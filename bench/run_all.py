@@ -164,7 +164,8 @@ def throughput_rows(
                 "report",
                 None,
                 f"{on['e2e_images_per_s']:.2f} vs {on['images_per_s']:.2f} img/s; "
-                f"off: {off['e2e_over_model']:.2f}",
+                f"off: {off['e2e_over_model']:.2f}; data "
+                f"{1000 * on.get('data_cpu_s_per_image', float('nan')):.1f} ms CPU/img",
             ),
             _row(
                 f"{tag}: model GFLOP/s / 2048^2 fp32 matmul GFLOP/s, switches on",

@@ -62,7 +62,7 @@ def load(stage: str, extra: list[str]):
 
 # ------------------------------------------------------------------------ model-only, one process
 def build_step(stage: str, extra: list[str], work: Path):
-    """(step closure, threads to use, images per step, batch) for a variant of the recipe."""
+    """(step closure, images per step, data CPU s per image) for a variant of the recipe."""
     import torch
 
     from drcl.engine import runtime
@@ -89,6 +89,7 @@ def build_step(stage: str, extra: list[str], work: Path):
         model = DetectorLoss(build_detector_from_config(cfg, index.num_classes, freqs))
     apply_runtime(cfg.train, model, data, device, info)
     threads = torch.get_num_threads()
+    cpu_per_image = data_cost(data)
     batch = data.to_device(next(data.batches(0, 0.0)), device)
     if cfg.train.channels_last:
         batch = runtime.batch_to_channels_last(batch)
@@ -106,7 +107,24 @@ def build_step(stage: str, extra: list[str], work: Path):
         if hasattr(model, "update_target"):
             model.update_target(0.5)
 
-    return step, cfg.train.batch_size
+    return step, cfg.train.batch_size, cpu_per_image
+
+
+def data_cost(data, samples: int = 16) -> float:
+    """CPU seconds per image of the dataset (decode, boxes, augmentation; one thread, as a
+    DataLoader worker runs), over the sampler's first ``samples`` draws."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data.sampler.set_epoch(0)
+    draws = [s for _, s in zip(range(samples), iter(data.sampler), strict=False)]
+    data.dataset[draws[0]]  # warm caches (index, first decode)
+    t0 = time.process_time()
+    for s in draws:
+        data.dataset[s]
+    torch.set_num_threads(threads)
+    return (time.process_time() - t0) / len(draws)
 
 
 def count_flops(step) -> float:
@@ -139,10 +157,10 @@ def model_only(stage: str, on: list[str], reps: int) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="throughput_"))
     default_threads = torch.get_num_threads()
-    fns, images, threads = {}, {}, {}
+    fns, images, threads, data_s = {}, {}, {}, {}
     for name, extra in (("off", []), ("on", on)):
         torch.set_num_threads(default_threads)
-        fns[name], images[name] = build_step(stage, extra, work / name)
+        fns[name], images[name], data_s[name] = build_step(stage, extra, work / name)
         threads[name] = torch.get_num_threads()
     flops = count_flops(fns["off"])
     for name in ("off", "on"):
@@ -157,6 +175,9 @@ def model_only(stage: str, on: list[str], reps: int) -> dict[str, Any]:
             "gflops": flops / secs[name] / 1e9,
             "matmul_gflops": mm_rate / 1e9,
             "fraction_of_matmul": flops / secs[name] / mm_rate,
+            "data_cpu_s_per_image": data_s[name],
+            # the data of a step in CPU seconds over the step's CPU seconds (threads x wall)
+            "data_over_step_cpu": data_s[name] * images[name] / (secs[name] * threads[name]),
         }
     return out
 
