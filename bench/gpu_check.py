@@ -100,7 +100,8 @@ def _drcl(*args: str) -> list[str]:
 
 
 def demo_stages(work: Path) -> list[Stage]:
-    """Demo dataset, pre-training and fine-tuning (the demo recipes) on the GPU, bf16."""
+    """Demo dataset, pre-training and fine-tuning (the demo recipes) on the GPU, bf16, with
+    automatic DataLoader workers and ``train.channels_last``."""
     data = work / "data"
     over = [
         f"data.train_ann={data / 'annotations' / 'train.json'}",
@@ -109,7 +110,10 @@ def demo_stages(work: Path) -> list[Stage]:
         f"data.val_images={data / 'val'}",
         "train.device=cuda",
         "train.amp=bf16",
-        "data.num_workers=8",
+        # the throughput switches (drcl.engine.runtime): workers for the machine (cores - 1, at
+        # most 8) and NHWC convolutions, which tensor cores prefer
+        "data.num_workers=-1",
+        "train.channels_last=true",
     ]
     pre, fine = work / "pretrain", work / "finetune"
     return [

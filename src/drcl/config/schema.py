@@ -149,6 +149,8 @@ class DataConfig:
     val_images: str = "???"
     # a broken image/record: raise (naming it) or skip and count
     on_error: OnError = OnError["raise"]
+    # DataLoader workers per process; -1 = chosen for the machine (drcl.engine.runtime: on a CPU
+    # with <= 4 cores 0, the data loaded between steps; on CUDA cores - 1, at most 8)
     num_workers: int = 0
     min_size: int = 128  # detector resize (GeneralizedRCNNTransform)
     max_size: int = 128
@@ -199,6 +201,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations, 0 = at the end of each epoch only
     keep_checkpoints: int = 2
     nonfinite: NonFinite = NonFinite["raise"]  # a NaN/inf loss: raise, or skip the step
+    # throughput (docs/performance.md; drcl.engine.runtime). threads: torch intra-op threads,
+    # 0 = torch's default (all cores), -1 = the cores not taken by data.num_workers
+    threads: int = 0
+    channels_last: bool = False  # NHWC weights and images (same math, fp32 rounding differs)
+    compile: bool = False  # torch.compile the ResNet bodies and FPNs (same caveat; compiles once)
 
 
 @dataclass

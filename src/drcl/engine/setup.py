@@ -12,6 +12,7 @@ import torch
 
 from drcl.config.schema import TrainConfig
 from drcl.engine import distributed as dist
+from drcl.engine import runtime
 from drcl.engine.schedule import build_optimizer, build_scheduler
 from drcl.engine.trainer import EpochData, Trainer, seed_everything
 from drcl.utils.io import ensure_writable_dir
@@ -37,6 +38,28 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, sync_bn: bool) -> tor
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def apply_runtime(
+    train: TrainConfig,
+    model: torch.nn.Module,
+    data: EpochData,
+    device: torch.device,
+    info: dist.DistInfo,
+) -> None:
+    """Workers, threads, memory layout and compilation (:mod:`drcl.engine.runtime`), before the
+    optimizer is built; ``data.num_workers = -1`` is resolved here for the training data."""
+    workers = int(getattr(data, "num_workers", 0))
+    if hasattr(data, "num_workers"):
+        workers = runtime.resolve_num_workers(workers, device, info.world_size)
+        data.num_workers = workers
+    threads = runtime.resolve_threads(train.threads, workers, device, info.world_size)
+    if threads is not None:
+        runtime.set_threads(threads)
+    if train.channels_last:
+        runtime.to_channels_last(model)
+    if train.compile:
+        runtime.compile_encoders(model)
+
+
 def make_trainer(
     train: TrainConfig,
     model: torch.nn.Module,
@@ -56,6 +79,7 @@ def make_trainer(
 
     ``cost_info`` goes into the run's ``cost.json`` (``stage``, ``init``: the weights it started
     from, so that ``drcl report`` can add up the cost of a chain of stages)."""
+    apply_runtime(train, model, data, device, info)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
     max_iters = train.max_iters or train.epochs * data.iters_per_epoch

@@ -28,6 +28,7 @@ from drcl.engine import checkpoint as ckpt
 from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.logging import MetricLogger
+from drcl.engine.runtime import batch_to_channels_last
 from drcl.utils.errors import NoBatchError
 from drcl.utils.io import ensure_writable_dir
 
@@ -231,6 +232,8 @@ class Trainer:
         for _ in range(self.cfg.accumulate):
             td = time.perf_counter()
             batch = self.data.to_device(next(stream), self.device)
+            if self.cfg.channels_last:  # NHWC images for NHWC weights (drcl.engine.runtime)
+                batch = batch_to_channels_last(batch)
             data_time += time.perf_counter() - td
             with self._autocast():
                 losses = self.model(batch)

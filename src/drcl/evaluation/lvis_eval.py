@@ -232,6 +232,12 @@ def category_chunks(
     return [c for c in chunks if c]
 
 
+# Chunks of ~1/32 of the annotations each: a smaller chunk touches fewer images, so its pair grid
+# shrinks (faster-coco-eval's time, 1,000 LVIS-like images: 7.4 s CPU in 1 chunk, 5.5 s in 8, 4.4 s
+# in 32, 4.6 s in 128, 5.3 s in 512, where per-call overhead takes over); also balances workers.
+MIN_CHUNKS = 32
+
+
 @dataclass
 class _Job:
     """Everything a class chunk reads; built once and inherited by forked workers."""
@@ -331,7 +337,7 @@ def accumulate_precision(
         np.searchsorted(gt.known.image_ids, np.concatenate([gt_img, dets.image_id])),
         cat_ids,
         max_pairs,
-        min_chunks=1 if n_workers == 1 else 4 * n_workers,
+        min_chunks=max(MIN_CHUNKS, 4 * n_workers),
     )
     shape = (len(iou_thrs), len(params.recThrs), len(params.areaRng))
     lvis = rules == "lvis"

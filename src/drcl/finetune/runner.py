@@ -262,6 +262,7 @@ def evaluate_detector(
         ``{iou_type: metrics}`` on rank 0; ``{}`` on other ranks.
     """
     from drcl.detection.inference import merge_detections, rank_file, run_inference
+    from drcl.engine.runtime import resolve_num_workers
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
     _check_iou_types(cfg, iou_types)
@@ -276,6 +277,7 @@ def evaluate_detector(
     final = Path(out_dir) / "detections_bbox.json"
     shards = [rank_file(final, r, world) for r in range(world)]
     batch = cfg.finetune.eval_batch_size
+    workers = resolve_num_workers(cfg.data.num_workers, device, world)  # -1: for the machine
     run_inference(
         model,
         dataset,
@@ -284,7 +286,7 @@ def evaluate_detector(
         shards[rank],
         rank,
         world,
-        cfg.data.num_workers,
+        workers,
         categories=categories,
         keep_ids=match.shared,
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.v2.functional as F
+from omegaconf import OmegaConf
 
 from drcl.config.schema import ViewConfig
 
@@ -196,7 +197,9 @@ class TwoViewTransform:
 
     def __init__(self, cfg: ViewConfig, max_crop_tries: int = 10) -> None:
         _check_config(cfg)
-        self.cfg = cfg
+        # a plain dataclass: each OmegaConf attribute read costs ~50 us (validation), and an
+        # image reads ~30 of them (8% of the data path's time at 128 px)
+        self.cfg = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
         self.max_crop_tries = max(1, int(max_crop_tries))
         self.blur_kernel = blur_kernel_size(cfg.size)
 
