@@ -81,9 +81,9 @@ def test_detection_pictures_load(full_report: Path, tmp_path: Path) -> None:
     dom = _dump_dom(full_report, tmp_path / "runs")
     for png in ("gallery.png", "per_class_ap.png"):
         assert re.search(rf'<img src="{png}"[^>]*data-loaded="yes"', dom), png
-    per_seed = {"base": {0: {"AP": 0.2}, 1: {"AP": 0.22}}, "full": {0: {"AP": 0.3}, 1: {"AP": 0.3}}}
+    per_seed = {"generic": {0: {"AP": 0.2}, 1: {"AP": 0.22}}, "full": {0: {"AP": 0.3}, 1: {}}}
     (tmp_path / "abl").mkdir()
-    results = {**summarize(per_seed, [0, 1], "base"), "baseline": "base", "seeds": [0, 1]}
+    results = {**summarize(per_seed, [0, 1], "generic"), "baseline": "generic", "seeds": [0, 1]}
     (tmp_path / "abl" / "results.json").write_text(json.dumps(results))
     report = build_report({}, tmp_path / "rep", ablation=tmp_path / "abl")
     dom = _dump_dom(report, tmp_path / "abl_dom")
