@@ -136,6 +136,10 @@ def plot_gallery(
             ax = axes[r, c]
             ax.imshow(image)
             _draw_boxes(ax, per_image[r])
+            if c > 0 and not per_image[r]:  # an empty panel is a result, not a missing file
+                ax.text(0.5, 0.02, f"no detection >= {GALLERY_SCORE_THR}", fontsize=6,
+                        transform=ax.transAxes, ha="center", va="bottom", color="white",
+                        bbox={"facecolor": "black", "alpha": 0.6, "pad": 1})  # fmt: skip
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [Patch(color=GROUP_COLORS[g], label=GROUP_NAMES[g]) for g in GROUP_ORDER]
