@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from drcl.data.categories import CategoryTable
 from drcl.data.dataset import DetectionDataset
 from drcl.detection.inference import merge_detections, rank_file, run_inference
 from drcl.finetune.runner import build_detector_from_config, evaluate_checkpoint
@@ -84,9 +85,12 @@ def _check_records(records, iou_type="bbox"):
 
 def test_sharded_inference_and_merge_equal_one_process(tiny_config, dataset, tmp_path):
     model = _model(tiny_config())
-    single = run_inference(model, dataset, 1, "cpu", tmp_path / "single.json")
+    cats = CategoryTable.from_coco(dataset.index)
+    single = run_inference(model, dataset, 1, "cpu", tmp_path / "single.json", categories=cats)
     paths = [
-        run_inference(model, dataset, 1, "cpu", rank_file(tmp_path / "d.json", r, 2), r, 2)
+        run_inference(
+            model, dataset, 1, "cpu", rank_file(tmp_path / "d.json", r, 2), r, 2, categories=cats
+        )
         for r in range(2)
     ]
     assert [p.name for p in paths] == ["d.rank0.json", "d.rank1.json"]
@@ -120,7 +124,8 @@ def test_merge_keeps_one_copy_of_a_duplicated_image(tmp_path):
 
 def test_mask_rcnn_writes_rle(tiny_config, dataset, tmp_path):
     model = _model(tiny_config("mask_rcnn"))
-    out = run_inference(model, dataset, 2, "cpu", tmp_path / "segm.json")
+    cats = CategoryTable.from_coco(dataset.index)
+    out = run_inference(model, dataset, 2, "cpu", tmp_path / "segm.json", categories=cats)
     _check_records(json.loads(out.read_text()), "segm")
 
 
@@ -144,6 +149,7 @@ def test_evaluate_checkpoint_end_to_end(tiny_config, dataset, tmp_path):
 def test_evaluate_checkpoint_rejects_a_mismatched_checkpoint(tiny_config, dataset, tmp_path):
     cfg = tiny_config()
     cfg.data.val_ann, cfg.data.val_images = str(dataset.index.path), str(dataset.image_dir)
+    cfg.data.train_ann = cfg.data.val_ann
     ckpt = tmp_path / "other.pt"
     torch.save({"model": build_detector_from_config(cfg, num_classes=5).state_dict()}, ckpt)
     with pytest.raises(ValueError, match="other.pt: .*box_predictor"):

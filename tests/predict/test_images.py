@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from drcl.data.categories import CategoryRecord
 from drcl.data.groups import GROUP_COLORS
-from drcl.predict.draw import Category, draw_detections, drawing_names
+from drcl.predict.draw import draw_detections, drawing_names
 from drcl.predict.images import (
     ImageItem,
     ImageListDataset,
@@ -123,7 +124,7 @@ def test_drawing_names_never_collide():
 
 def test_draw_colours_boxes_by_group_and_applies_the_threshold():
     image = torch.zeros(3, 60, 60)
-    cats = [Category(7, "ring", "r"), Category(9, "disc", "f")]
+    cats = [CategoryRecord(7, "ring", "r", 1), CategoryRecord(9, "disc", "f", 2)]
     output = {
         "boxes": torch.tensor([[5.0, 5.0, 25.0, 25.0], [30.0, 30.0, 55.0, 55.0]]),
         "scores": torch.tensor([0.9, 0.1]),

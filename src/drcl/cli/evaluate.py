@@ -29,6 +29,11 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     from drcl.utils.io import atomic_write_json, check_output_file
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "allow_category_mismatch", False):
+        cfg.data.allow_category_mismatch = True
+    for key in ("rare_max", "common_max"):  # --rare-max / --common-max over data.groups
+        if getattr(args, key, None) is not None:
+            setattr(cfg.data.groups, key, getattr(args, key))
     if args.out:
         check_output_file(args.out)
     work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent / "eval")
@@ -73,6 +78,11 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         iou_type=args.iou_type,
         train_ann=args.train_ann,
         max_dets=getattr(args, "max_dets", 300),
+        **{
+            k: getattr(args, k)
+            for k in ("rare_max", "common_max")
+            if getattr(args, k, None) is not None
+        },
     )
     log.info("%s", format_metrics(metrics))
     if args.out:

@@ -63,6 +63,7 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("stats", help="counts per frequency group and the long-tail curve")
     p.add_argument("ann", help="training annotation json")
     p.add_argument("--out", default=None, help="PNG path for the long-tail curve")
+    _add_group_args(p)
     p.set_defaults(handler=cli_stats)
 
     p = dsub.add_parser("make-demo", help="generate the embedded long-tailed demo dataset")
@@ -93,6 +94,30 @@ def _generic_data_args(p: argparse.ArgumentParser, positional: bool) -> None:
     )
     p.add_argument(
         "--val-per-class", type=int, default=d.val_per_class, help="held-out images per class"
+    )
+
+
+def _add_group_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rare-max",
+        type=int,
+        default=None,
+        help="LVIS rule: rare = at most this many training images (default 10; data.groups)",
+    )
+    p.add_argument(
+        "--common-max",
+        type=int,
+        default=None,
+        help="LVIS rule: common = at most this many training images (default 100)",
+    )
+
+
+def _add_category_mismatch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-category-mismatch",
+        action="store_true",
+        help="evaluate a val/test file whose category names differ from the training file's "
+        "for the same id (data.allow_category_mismatch=true); ids are always matched by id",
     )
 
 
@@ -129,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="detections kept per image over all classes, and maxDets (LVIS: 300)",
     )
     p.add_argument("--train-ann", help="training json for frequency groups and COCO-LT bins")
+    _add_group_args(p)
     p.add_argument("--config", help="run config (with --checkpoint: run inference first)")
     p.add_argument("--checkpoint", help="detector checkpoint to evaluate on data.val_ann")
     p.add_argument("--work-dir", default=None, help="where detections and metrics go")
     p.add_argument("--out", help="metrics json (checked writable before evaluating)")
+    _add_category_mismatch_arg(p)
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     p.set_defaults(handler=cli_evaluate)
 
@@ -169,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
     p.add_argument("--init", help="pre-trained weights (safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
+    _add_category_mismatch_arg(p)
     p.set_defaults(handler=cli_finetune)
 
     _predict_parsers(sub)

@@ -111,6 +111,12 @@ class ClsLoss(StrEnum):
     efl = "efl"
 
 
+class InitKeepClasses(StrEnum):
+    # class-specific layers of a fine-tuning init whose classes differ from the training file's
+    skip = "skip"  # left at their initialisation, with a note (detectron2 / mmdetection)
+    match_by_name = "match_by_name"  # rows of classes present in both (by name) are copied
+
+
 # finetune.loss values each family of detectors accepts (checked together with finetune.arch).
 _RCNN_LOSSES = ("ce", "bce", "federated", "seesaw", "ecm")
 _ONE_STAGE_LOSSES = ("focal", "ecm", "efl")
@@ -121,6 +127,16 @@ LOSSES_BY_ARCH: dict[str, tuple[str, ...]] = {
     "fcos": _ONE_STAGE_LOSSES,
     "atss": _ONE_STAGE_LOSSES,
 }
+
+
+@dataclass
+class GroupsConfig:
+    """Frequency-group thresholds of the LVIS rule (training images per class), used where the
+    json has no ``frequency`` field. LVIS: rare <= 10, common <= 100, frequent above; a small
+    dataset may scale them (``drcl data stats`` suggests values)."""
+
+    rare_max: int = 10
+    common_max: int = 100
 
 
 @dataclass
@@ -136,6 +152,10 @@ class DataConfig:
     num_workers: int = 0
     min_size: int = 128  # detector resize (GeneralizedRCNNTransform)
     max_size: int = 128
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    # evaluation: a val/test category id whose name differs from the training file's is refused
+    # unless true (categories are always matched by id, never by position)
+    allow_category_mismatch: bool = False
 
 
 @dataclass
@@ -329,6 +349,9 @@ class FinetuneConfig:
     rfs: bool = False
     rfs_threshold: float = 1e-3
     init: str | None = None  # pre-trained safetensors
+    # an init from a detector with other classes: skip its class-specific layers, or copy the
+    # rows of the classes both have (needs the init's category record)
+    init_keep_classes: InitKeepClasses = InitKeepClasses.skip
     # AlignDet's rule (lr x pretrained_lr_mult, wd / pretrained_wd_div). Applied whatever the
     # init is, so that rows of a comparison differ in their initial weights only.
     aligndet_rule: bool = False

@@ -45,13 +45,22 @@ def cli_check(args: argparse.Namespace) -> int:
 
 
 def cli_stats(args: argparse.Namespace) -> int:
-    """``drcl data stats ANN [--out PNG]``: print the tables, write the long-tail plot."""
+    """``drcl data stats ANN [--out PNG] [--rare-max N --common-max N]``: print the tables,
+    write the long-tail plot."""
+    from drcl.data.groups import COMMON_MAX_IMAGES, RARE_MAX_IMAGES
     from drcl.data.stats import write_stats
     from drcl.utils.io import check_output_file
 
     if args.out:
         check_output_file(args.out)
-    write_stats(args.ann, args.out)
+    rare_max = getattr(args, "rare_max", None)
+    common_max = getattr(args, "common_max", None)
+    write_stats(
+        args.ann,
+        args.out,
+        rare_max=RARE_MAX_IMAGES if rare_max is None else rare_max,
+        common_max=COMMON_MAX_IMAGES if common_max is None else common_max,
+    )
     return 0
 
 

@@ -27,7 +27,9 @@ import numpy as np
 
 from drcl.data.groups import (  # noqa: F401  (re-exported: the index's vocabulary)
     COCOLT_EDGES,
+    COMMON_MAX_IMAGES,
     FREQUENCY_GROUPS,
+    RARE_MAX_IMAGES,
     cocolt_bin,
     lvis_frequency,
 )
@@ -43,6 +45,8 @@ def frequency_groups(
     categories: Iterable[Mapping[str, Any]],
     image_counts: Mapping[int, int] | None = None,
     use_json: bool = True,
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
 ) -> dict[int, str]:
     """Frequency group of every category.
 
@@ -51,6 +55,7 @@ def frequency_groups(
         image_counts: training images per category id, used where the json has no valid
             ``frequency`` (or ``use_json`` is False); missing ids count as 0 images.
         use_json: trust ``categories[].frequency`` when present.
+        rare_max, common_max: the LVIS rule's thresholds (``data.groups``; LVIS: 10, 100).
 
     Returns:
         ``{cat_id: 'r' | 'c' | 'f'}``.
@@ -66,7 +71,7 @@ def frequency_groups(
             raise ValueError(
                 f"category {cid}: no 'frequency' field and no training image counts given"
             )
-        groups[cid] = lvis_frequency(int(image_counts.get(cid, 0)))
+        groups[cid] = lvis_frequency(int(image_counts.get(cid, 0)), rare_max, common_max)
     return groups
 
 
@@ -221,13 +226,19 @@ class CocoIndex:
         """``{cat_id: count}`` from a (C,) array indexed by ``label - 1``."""
         return {cid: int(n) for cid, n in zip(self.cat_ids, counts, strict=True)}
 
-    def frequency_groups(self, use_json: bool = True) -> dict[int, str]:
-        """``{cat_id: 'r'|'c'|'f'}``: json ``frequency`` if present, else LVIS rule on this json.
+    def frequency_groups(
+        self,
+        use_json: bool = True,
+        rare_max: int = RARE_MAX_IMAGES,
+        common_max: int = COMMON_MAX_IMAGES,
+    ) -> dict[int, str]:
+        """``{cat_id: 'r'|'c'|'f'}``: json ``frequency`` if present, else LVIS rule on this json
+        (thresholds ``rare_max`` / ``common_max``, ``data.groups``).
 
         Only meaningful on the *training* json when computed (the rule uses its image counts).
         """
         counts = self.counts_by_cat_id(self.image_counts())
-        return frequency_groups(self.categories, counts, use_json=use_json)
+        return frequency_groups(self.categories, counts, use_json, rare_max, common_max)
 
     def cocolt_bins(self) -> dict[int, int]:
         """``{cat_id: 1..4}`` COCO-LT bin from this json's instance counts."""

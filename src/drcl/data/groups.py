@@ -13,7 +13,7 @@ from :func:`class_counts`. Every table and figure takes names and colours from h
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,14 +28,26 @@ COMMON_MAX_IMAGES = 100
 COCOLT_EDGES = (1, 20, 400, 8000)
 
 
-def lvis_frequency(image_count: int) -> str:
+def check_thresholds(rare_max: int, common_max: int) -> None:
+    """``ValueError`` naming ``data.groups`` unless ``0 <= rare_max < common_max``."""
+    if not (0 <= int(rare_max) < int(common_max)):
+        raise ValueError(
+            f"data.groups: need 0 <= rare_max < common_max, got rare_max={rare_max}, "
+            f"common_max={common_max}"
+        )
+
+
+def lvis_frequency(
+    image_count: int, rare_max: int = RARE_MAX_IMAGES, common_max: int = COMMON_MAX_IMAGES
+) -> str:
     """LVIS frequency group ``'r'|'c'|'f'`` from the number of training images holding the class.
 
-    0 images (a class absent from training) counts as rare.
+    0 images (a class absent from training) counts as rare. ``rare_max`` / ``common_max`` are
+    LVIS's 10 / 100 unless a small dataset sets ``data.groups`` (see :func:`suggest_thresholds`).
     """
-    if image_count <= RARE_MAX_IMAGES:
+    if image_count <= rare_max:
         return "r"
-    if image_count <= COMMON_MAX_IMAGES:
+    if image_count <= common_max:
         return "c"
     return "f"
 
@@ -62,3 +74,59 @@ def class_counts(data: Mapping[str, Any]) -> tuple[dict[int, int], dict[int, int
     images = Counter(cat for _, cat in {(a["image_id"], a["category_id"]) for a in anns})
     zero = {c["id"]: 0 for c in data.get("categories", [])}
     return {**zero, **images}, {**zero, **instances}
+
+
+def suggest_thresholds(image_counts: Sequence[int]) -> tuple[int, int] | None:
+    """``(rare_max, common_max)`` that give each frequency group about a third of the classes.
+
+    For a dataset too small (or too large) for LVIS's fixed 10 / 100 images: the thresholds are
+    the class image counts at the 1/3 and 2/3 quantiles (LVIS v1 itself splits its classes
+    about 28 / 38 / 34 % into r / c / f), i.e. they scale with the dataset's image count as the
+    RFS threshold ``t`` (a fraction of the images) does. None when the classes have fewer than
+    three distinct counts (three groups are impossible).
+    """
+    counts = np.sort(np.asarray([int(n) for n in image_counts if int(n) > 0], dtype=np.int64))
+    distinct = np.unique(counts)
+    if distinct.size < 3:
+        return None
+    rare_max = int(counts[(counts.size - 1) // 3])
+    rare_max = min(rare_max, int(distinct[-3]))  # leave room for two groups above
+    above = distinct[distinct > rare_max]
+    common_max = max(int(counts[(2 * counts.size - 1) // 3]), int(above[0]))
+    common_max = min(common_max, int(above[-2]))  # something must stay frequent
+    return rare_max, common_max
+
+
+def empty_group_warning(
+    image_counts: Sequence[int],
+    groups: Sequence[str | None],
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
+    num_images: int | None = None,
+) -> str | None:
+    """One sentence when a frequency group has no class, with thresholds to try; else None.
+
+    Args:
+        image_counts: training images per class.
+        groups: the classes' groups (``'r' | 'c' | 'f'``).
+        rare_max, common_max: the thresholds in use (``data.groups``).
+        num_images: training images, named in the sentence.
+    """
+    empty = [GROUP_NAMES[g] for g in FREQUENCY_GROUPS if g not in set(groups)]
+    if not empty:
+        return None
+    size = f"{num_images} training images, " if num_images is not None else ""
+    nonzero = [int(n) for n in image_counts if int(n) > 0]
+    span = f"{min(nonzero)}-{max(nonzero)}" if nonzero else "0"
+    text = (
+        f"frequency groups: no {' and no '.join(empty)} class under rare_max={rare_max} / "
+        f"common_max={common_max} images ({size}{span} images per class); "
+        "its AP is n/a"
+    )
+    suggested = suggest_thresholds(image_counts)
+    if suggested is None:
+        return text + " (fewer than three distinct class image counts: no thresholds fill all)"
+    return (
+        text + f"; for a dataset this size try data.groups.rare_max={suggested[0]} "
+        f"data.groups.common_max={suggested[1]} (about a third of the classes per group)"
+    )

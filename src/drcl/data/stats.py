@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from drcl.data.coco import CocoIndex, unique_ints
-from drcl.data.groups import FREQUENCY_GROUPS, GROUP_COLORS, GROUP_NAMES
+from drcl.data.groups import (
+    COMMON_MAX_IMAGES,
+    FREQUENCY_GROUPS,
+    GROUP_COLORS,
+    GROUP_NAMES,
+    RARE_MAX_IMAGES,
+    check_thresholds,
+    empty_group_warning,
+)
 from drcl.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -126,22 +134,33 @@ def default_plot_path(ann_path: str | os.PathLike) -> Path:
 
 
 def write_stats(
-    ann_path: str | os.PathLike, out_path: str | os.PathLike | None = None, echo: bool = True
+    ann_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    echo: bool = True,
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
 ) -> tuple[str, Path]:
     """Tables (per frequency group and COCO-LT bin) and the long-tail PNG of a training json.
+
+    A frequency group without classes is warned about, with thresholds to try
+    (:func:`~drcl.data.groups.empty_group_warning`).
 
     Args:
         ann_path: training json.
         out_path: PNG path; ``None`` writes ``<stem>_longtail.png`` next to the json.
         echo: also print the text.
+        rare_max, common_max: the LVIS rule's thresholds (``data.groups``).
 
     Returns:
         (the text, the PNG path).
     """
+    check_thresholds(rare_max, common_max)
     index = CocoIndex.from_file(ann_path)
-    groups = index.frequency_groups()
+    groups = index.frequency_groups(rare_max=rare_max, common_max=common_max)
     n_json = sum(c.get("frequency") in FREQUENCY_GROUPS for c in index.categories)
     source = "LVIS rule on this json's image counts"
+    if (rare_max, common_max) != (RARE_MAX_IMAGES, COMMON_MAX_IMAGES):
+        source += f" (rare <= {rare_max}, common <= {common_max} images)"
     if n_json:
         source = "json 'frequency'" + (
             "" if n_json == index.num_classes else f" ({n_json}), {source}"
@@ -155,6 +174,15 @@ def write_stats(
             format_table(cocolt_table(index), "coco-lt"),
         ]
     )
+    warning = empty_group_warning(
+        index.image_counts(),
+        list(groups.values()),
+        rare_max,
+        common_max,
+        len(index.image_ids),
+    )
+    if warning:
+        text += f"\nwarning: {warning}"
     if echo:
         log.info("%s", text)
     out = plot_long_tail(index, out_path or default_plot_path(ann_path), groups)

@@ -9,7 +9,7 @@ compressed RLE for Mask R-CNN), with the dataset's original image and category i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from drcl.data.categories import CategoryTable, labels_to_category_ids
 from drcl.utils.io import atomic_write_json, read_json
 from drcl.utils.weights import LoadReport, load_into, read_state_dict
 
@@ -53,7 +54,10 @@ def _rle(masks: Tensor) -> list[dict]:
 
 
 def detections_to_records(
-    output: dict[str, Tensor], image_id: int, label_to_cat: dict[int, int]
+    output: dict[str, Tensor],
+    image_id: int,
+    categories: CategoryTable,
+    keep_ids: Collection[int] | None = None,
 ) -> list[dict[str, Any]]:
     """One image's detector output -> COCO results records.
 
@@ -61,35 +65,29 @@ def detections_to_records(
         output: ``boxes (K, 4)`` xyxy in original image pixels, ``scores (K,)``, ``labels (K,)``
             in 1..C, optional ``masks (K, 1, H, W)`` probabilities.
         image_id: the image's id in the annotation json.
-        label_to_cat: detection label -> category id.
+        categories: the model's training categories; labels become ids through
+            :func:`~drcl.data.categories.labels_to_category_ids` only.
+        keep_ids: category ids to keep (those of the evaluated file, see
+            :func:`~drcl.data.categories.match_categories`); None keeps all.
     """
+    cat_ids = labels_to_category_ids(output["labels"], categories).tolist()
+    keep = [k for k, c in enumerate(cat_ids) if keep_ids is None or c in keep_ids]
     boxes = output["boxes"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = output["scores"].detach().cpu().tolist()
-    labels = output["labels"].detach().cpu().tolist()
     records = [
         {
             "image_id": int(image_id),
-            "category_id": int(label_to_cat[lab]),
-            "bbox": [round(v, 3) for v in box],
-            "score": float(s),
+            "category_id": int(cat_ids[k]),
+            "bbox": [round(v, 3) for v in xywh[k]],
+            "score": float(scores[k]),
         }
-        for box, s, lab in zip(xywh, scores, labels, strict=True)
+        for k in keep
     ]
     if "masks" in output and records:
-        for rec, rle in zip(records, _rle(output["masks"]), strict=True):
+        for rec, rle in zip(records, _rle(output["masks"][keep]), strict=True):
             rec["segmentation"] = rle
     return records
-
-
-def _label_map(dataset) -> dict[int, int]:
-    index = getattr(dataset, "index", None)
-    if index is not None and hasattr(index, "label_to_cat_id"):
-        return dict(index.label_to_cat_id)
-    cat_ids = getattr(dataset, "cat_ids", None)
-    if cat_ids is None:
-        raise ValueError("dataset has neither .index.label_to_cat_id nor .cat_ids")
-    return {i + 1: int(c) for i, c in enumerate(cat_ids)}
 
 
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
@@ -125,26 +123,30 @@ def run_inference(
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
+    *,
+    categories: CategoryTable,
+    keep_ids: Collection[int] | None = None,
 ) -> Path:
     """Run the detector on this rank's shard and write its COCO results json.
 
     Args:
         model: a torchvision detector (unwrapped from DDP), put in eval mode here.
-        dataset: yields ``(image (3, H, W) float [0, 1], target with image_id)``; category ids
-            come from ``dataset.index.label_to_cat_id`` (``DetectionDataset``) or
-            ``dataset.cat_ids`` (label = index + 1).
+        dataset: yields ``(image (3, H, W) float [0, 1], target with image_id)``.
         batch_size: images per forward pass.
         device: where the model runs.
         out_path: the json written (use :func:`rank_file` for one name per rank).
         rank, world_size: this process takes images ``rank, rank + world_size, ...``.
         num_workers: DataLoader workers.
+        categories: the model's training categories (never the dataset's own list: a file
+            with other categories would shift every label).
+        keep_ids: category ids written (the evaluated file's); None writes all.
 
     Returns:
         ``out_path``.
     """
     from drcl.data.dataset import collate
 
-    label_to_cat = _label_map(dataset)
+    keep = None if keep_ids is None else set(keep_ids)
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
     loader = torch.utils.data.DataLoader(
         shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
@@ -153,7 +155,7 @@ def run_inference(
     records: list[dict[str, Any]] = []
     for targets, outputs in predict_batches(model, loader, device):
         for out, tgt in zip(outputs, targets, strict=True):
-            records.extend(detections_to_records(out, int(tgt["image_id"]), label_to_cat))
+            records.extend(detections_to_records(out, int(tgt["image_id"]), categories, keep))
     return atomic_write_json(out_path, records)
 
 

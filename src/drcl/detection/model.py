@@ -19,6 +19,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from drcl.config.schema import FinetuneConfig, ModelConfig
+from drcl.data.categories import CategoryTable, categories_for_checkpoint
+from drcl.detection.class_layers import adapt_class_layers
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
 from drcl.losses.longtail import ClassificationLoss, build_classification_loss, prior_bias
 from drcl.models.backbone import build_resnet_fpn
@@ -158,17 +160,30 @@ def _long_tail_heads(heads, cls_loss: ClassificationLoss) -> LongTailRoIHeads:
 # ---- pre-trained weights -----------------------------------------------------------------------
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = True) -> LoadReport:
+def load_pretrained(
+    model: nn.Module,
+    path: str | os.PathLike,
+    verbose: bool = True,
+    *,
+    categories: CategoryTable | None = None,
+    keep_classes: str = "skip",
+) -> LoadReport:
     """Load pre-trained weights in torchvision's key layout into a detector; print what happened.
 
     Keys present in both the file and the model are copied; model keys not in the file stay as
     initialised ("random"); file keys the model lacks are reported as unexpected and ignored.
+    An init from a detector with other classes (another count, or another category record
+    than ``categories``) has its class-specific layers skipped, or with
+    ``keep_classes='match_by_name'`` the rows of the classes both have copied
+    (:mod:`drcl.detection.class_layers`); the load table says which.
 
     Args:
         model: a detector from :func:`build_detector` (or any torchvision ``GeneralizedRCNN``).
         path: ``.safetensors`` (``backbone.body.*``, ``backbone.fpn.*``,
             ``roi_heads.box_head.fc6/fc7.*``) or a torch checkpoint read with ``weights_only``.
         verbose: log :meth:`LoadReport.table` (INFO; the CLI shows it on rank 0).
+        categories: the model's training categories (compared with the init's record).
+        keep_classes: ``finetune.init_keep_classes``: ``skip`` or ``match_by_name``.
 
     Raises:
         ValueError: no ``backbone.body.*`` key loaded (wrong file or layout), or a tensor's shape
@@ -184,8 +199,11 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, verbose: bool = T
             f"{path}: no 'backbone.body.*' key matches the model; expected torchvision's detector "
             f"layout (first keys in the file: {', '.join(list(state)[:3]) or 'none'})"
         )
+    source = categories_for_checkpoint(path)
+    state, notes = adapt_class_layers(own, state, categories, source, keep_classes)
     hint = "check model.depth / fpn_channels / box_head_dim"
     report = load_into(model, state, strict=False, source=str(path), hint=hint)
+    report.notes.extend(notes)
     if verbose:
         log.info("%s", report.table())
     return report

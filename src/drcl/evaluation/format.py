@@ -9,9 +9,10 @@ from drcl.evaluation.groups import EVAL_FILE_COUNTS
 
 
 def _pct(value: float | None) -> str:
-    """AP fraction as a percentage with one decimal; '-' for NaN/None."""
+    """AP fraction as a percentage with one decimal; 'n/a' for NaN/None (a group without
+    classes with ground truth has no AP: it is not 0)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return "n/a"
     return f"{100 * value:.1f}"
 
 

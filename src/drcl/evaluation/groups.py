@@ -12,7 +12,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from drcl.data.groups import COCOLT_EDGES, class_counts, cocolt_bin, lvis_frequency
+from drcl.data.groups import (
+    COCOLT_EDGES,
+    COMMON_MAX_IMAGES,
+    RARE_MAX_IMAGES,
+    check_thresholds,
+    class_counts,
+    cocolt_bin,
+    empty_group_warning,
+    lvis_frequency,
+)
 from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
 
 EVAL_FILE_COUNTS = "counts from the evaluation file, not training"
@@ -55,12 +64,22 @@ class ClassInfo:
     notes: list[str] = field(default_factory=list)
 
 
+def _num_images(train: dict[str, Any]) -> int | None:
+    images = train.get("images")
+    return len(images) if isinstance(images, list) else None
+
+
 def _from_field(cats: list[dict[str, Any]], key: str) -> list[Any] | None:
     values = [c.get(key) for c in cats]
     return values if all(v is not None for v in values) else None
 
 
-def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = None) -> ClassInfo:
+def class_info(
+    categories: list[dict[str, Any]],
+    train: dict[str, Any] | None = None,
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
+) -> ClassInfo:
     """Frequency groups and COCO-LT bins of ``categories``.
 
     Groups: the categories' own ``frequency`` field (LVIS jsons carry it), else the LVIS rule on
@@ -68,8 +87,11 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
     ``image_count`` describes the evaluation set, and the LVIS rule on it would call most classes
     rare. Bins and the training counts per class: ``train``, else the evaluation file's
     ``instance_count`` / ``image_count`` fields when its ``frequency`` field says it is an LVIS
-    file (labelled as such in ``notes``), else unavailable.
+    file (labelled as such in ``notes``), else unavailable. ``rare_max`` / ``common_max`` are
+    the LVIS rule's thresholds (``data.groups``); a group left without classes is noted with
+    thresholds to try.
     """
+    check_thresholds(rare_max, common_max)
     cats = sorted(categories, key=lambda c: c["id"])
     ids = [c["id"] for c in cats]
     k, notes = len(ids), []
@@ -90,12 +112,19 @@ def class_info(categories: list[dict[str, Any]], train: dict[str, Any] | None = 
             notes.append(f"per-class counts and COCO-LT bins: {EVAL_FILE_COUNTS}; {HOW_TO_GET}")
     groups, groups_source = json_groups, "frequency"
     if groups is None and src == "train_ann":
-        groups, groups_source = [lvis_frequency(n) for n in images], "train_ann"
+        groups = [lvis_frequency(n, rare_max, common_max) for n in images]
+        groups_source = "train_ann"
+        empty = empty_group_warning(images, groups, rare_max, common_max, _num_images(train))
+        if empty:
+            notes.append(empty)
     elif groups is None:
         groups_source = None
         notes.append(f"APr/APc/APf and AP1..AP4 unavailable: no frequency groups; {HOW_TO_GET}")
     elif src == "train_ann":
-        differ = sum(g != lvis_frequency(n) for g, n in zip(groups, images, strict=True))
+        differ = sum(
+            g != lvis_frequency(n, rare_max, common_max)
+            for g, n in zip(groups, images, strict=True)
+        )
         if differ:
             notes.append(
                 f"frequency groups from the gt's 'frequency' field; the LVIS rule on --train-ann's "

@@ -27,6 +27,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from faster_coco_eval.core import mask as mask_utils
 
+from drcl.data.groups import COMMON_MAX_IMAGES, RARE_MAX_IMAGES
 from drcl.evaluation.detections import (
     Detections,
     DetectionsInput,
@@ -289,6 +290,8 @@ def evaluate_detections(
     train_ann: str | os.PathLike | dict[str, Any] | None = None,
     max_dets: int = 300,
     rules: str = "lvis",
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
 ) -> dict[str, Any]:
     """LVIS-style (or COCO-style) AP of detections against a ground-truth json.
 
@@ -302,6 +305,8 @@ def evaluate_detections(
         max_dets: rules='lvis': detections kept per image (over all classes) and maxDets.
         rules: 'lvis' (top-``max_dets`` per image, federated, maxDets=[max_dets]) or 'coco'
             (all detections, maxDets=[1, 10, 100], metrics at 100: pycocotools' numbers).
+        rare_max, common_max: the LVIS rule's thresholds when groups come from ``train_ann``
+            (``data.groups``); an empty group is noted with thresholds to try.
 
     Returns:
         Fractions in [0, 1] (NaN for a group without classes with ground truth): AP, AP50,
@@ -316,7 +321,7 @@ def evaluate_detections(
     _check_options(iou_type, rules, max_dets)
     truth = prepare_ground_truth(gt, iou_type)
     train = None if train_ann is None else _load_json(train_ann, "train_ann")
-    info = class_info(truth.data["categories"], train)
+    info = class_info(truth.data["categories"], train, rare_max, common_max)
     cap = int(max_dets) if rules == "lvis" else None
     detections = load_detections(dets, truth.known, iou_type, max_per_image=cap)
     if rules == "lvis":

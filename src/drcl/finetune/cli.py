@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +15,17 @@ def cli_finetune(args: argparse.Namespace) -> int:
     from drcl.finetune.runner import run_finetune
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "allow_category_mismatch", False):
+        cfg.data.allow_category_mismatch = True
     results = run_finetune(cfg, args.work_dir, init=args.init, resume=args.resume)
     for iou_type, m in results.items():
         keys = ("AP", "AP50", "APr", "APc", "APf")
-        log.info("%s: %s", iou_type, "  ".join(f"{k} {100 * (m.get(k) or 0):.2f}" for k in keys))
+        log.info("%s: %s", iou_type, "  ".join(f"{k} {_pct(m.get(k))}" for k in keys))
     return 0
+
+
+def _pct(value: float | None) -> str:
+    """A percentage with two decimals; 'n/a' for a group without classes (None / NaN), never 0."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.2f}"

@@ -7,6 +7,7 @@ saves ``model_final.safetensors`` and evaluates on ``data.val_ann`` with the LVI
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,13 @@ import torch
 from safetensors.torch import save_file
 
 from drcl.config import Config, save_config
+from drcl.data.categories import (
+    CATEGORIES_FILE,
+    METADATA_KEY,
+    CategoryTable,
+    categories_for_checkpoint,
+    match_categories,
+)
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset, collate
 from drcl.detection.data import DetectionEpochData, FlipDataset
@@ -117,11 +125,16 @@ def train_detector(
     if info.is_main:
         save_config(cfg, work_dir / "config.yaml")
     data, index = build_finetune_data(cfg, info)
+    categories = training_categories(cfg, index)
+    if info.is_main:
+        record_categories(categories, work_dir, resume)
     # federated / ECM / Seesaw read training *image* counts per class (label order)
     freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
     detector = build_detector_from_config(cfg, index.num_classes, freqs)
     if init:
-        load_pretrained(detector, init)
+        load_pretrained(
+            detector, init, categories=categories, keep_classes=cfg.finetune.init_keep_classes
+        )
     detector.to(device)
     lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
     if cfg.finetune.aligndet_rule:
@@ -146,9 +159,32 @@ def train_detector(
     if report:
         log.warning(report)
     if info.is_main:
-        save_detector(detector, work_dir / "model_final.safetensors")
+        save_detector(detector, work_dir / "model_final.safetensors", categories)
     dist.barrier()
     return detector, device, info
+
+
+def training_categories(cfg: Config, index: CocoIndex) -> CategoryTable:
+    """The record of the training categories (``data.groups`` thresholds for ``frequency``)."""
+    groups = cfg.data.groups
+    return CategoryTable.from_coco(index, groups.rare_max, groups.common_max)
+
+
+def record_categories(categories: CategoryTable, work_dir: Path, resume: bool) -> None:
+    """Write ``RUN/categories.json`` before training, so every checkpoint of the run has it.
+
+    A resumed run whose training file now has other categories is refused: its checkpoints'
+    labels mean the old categories.
+    """
+    path = work_dir / CATEGORIES_FILE
+    if resume and path.is_file():
+        before = CategoryTable.load(path)
+        if before.records != categories.records:
+            raise ValueError(
+                f"{path}: the run was trained on other categories than {categories.source} "
+                "has now; resuming would mislabel its checkpoints (start a new --work-dir)"
+            )
+    categories.save(path)
 
 
 def run_finetune(
@@ -159,13 +195,31 @@ def run_finetune(
     Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
     """
     init = init or cfg.finetune.init
+    check_val_categories(cfg)  # before training: a refusal must not come after hours
     detector, _, _ = train_detector(cfg, work_dir, init, resume)
     return evaluate_model(cfg, detector, Path(work_dir))
 
 
-def save_detector(detector: torch.nn.Module, path: Path) -> None:
+def check_val_categories(cfg: Config) -> None:
+    """Match ``data.val_ann``'s categories with ``data.train_ann``'s by id (raises on a name
+    mismatch unless ``data.allow_category_mismatch``); logs the one-line summary."""
+    train = CategoryTable.from_coco(cfg.data.train_ann)
+    val = read_json(cfg.data.val_ann)
+    cats = val.get("categories", []) if isinstance(val, dict) else []
+    match = match_categories(train, cats, cfg.data.val_ann, cfg.data.allow_category_mismatch)
+    if not match.exact:
+        log.warning("%s", match.line(train))
+
+
+def save_detector(
+    detector: torch.nn.Module, path: Path, categories: CategoryTable | None = None
+) -> None:
+    """Weights as safetensors; the training categories go into the metadata (json string)."""
     state = {k: v.detach().cpu().contiguous() for k, v in detector.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    metadata = {"format": "pt"}
+    if categories is not None:
+        metadata[METADATA_KEY] = json.dumps(categories.to_json())
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def iou_types_of(cfg: Config) -> list[str]:
@@ -174,9 +228,11 @@ def iou_types_of(cfg: Config) -> list[str]:
 
 
 def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
-    """LVIS-style evaluation on the validation set into ``work_dir/eval``."""
+    """LVIS-style evaluation on the validation set into ``work_dir/eval``, labels mapped
+    through the run's ``categories.json``."""
     out_dir = ensure_writable_dir(work_dir / "eval")
-    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg))
+    categories = CategoryTable.load(work_dir / CATEGORIES_FILE)
+    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg), categories)
 
 
 def _check_iou_types(cfg: Config, iou_types: tuple[str, ...] | list[str]) -> None:
@@ -189,8 +245,14 @@ def evaluate_detector(
     model: torch.nn.Module,
     out_dir: str | os.PathLike,
     iou_types: tuple[str, ...] | list[str],
+    categories: CategoryTable,
 ) -> dict[str, Any]:
     """Run ``model`` on ``data.val_ann`` and evaluate with the LVIS rules.
+
+    Model labels become category ids through ``categories`` (the model's training record);
+    ``data.val_ann``'s categories are matched to them by id (:func:`match_categories`: the ids
+    on one side only are named in one warning line and in the metrics' ``notes``; a name that
+    differs for the same id is refused unless ``data.allow_category_mismatch``).
 
     Each rank writes its shard (``detections_bbox.rank{r}.json``), rank 0 merges them on disk
     into ``out_dir/detections_bbox.json`` (boxes, and masks for Mask R-CNN) and writes
@@ -204,12 +266,28 @@ def evaluate_detector(
 
     _check_iou_types(cfg, iou_types)
     dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
+    match = match_categories(
+        categories, dataset.index.categories, cfg.data.val_ann, cfg.data.allow_category_mismatch
+    )
+    if not match.exact and dist.get_info().is_main:
+        log.warning("%s", match.line(categories))
     info, device = dist.get_info(), dist.resolve_device(cfg.train.device)
     rank, world = info.rank, info.world_size
     final = Path(out_dir) / "detections_bbox.json"
     shards = [rank_file(final, r, world) for r in range(world)]
     batch = cfg.finetune.eval_batch_size
-    run_inference(model, dataset, batch, device, shards[rank], rank, world, cfg.data.num_workers)
+    run_inference(
+        model,
+        dataset,
+        batch,
+        device,
+        shards[rank],
+        rank,
+        world,
+        cfg.data.num_workers,
+        categories=categories,
+        keep_ids=match.shared,
+    )
     dist.barrier()
     if rank != 0:
         return {}
@@ -219,7 +297,16 @@ def evaluate_detector(
             shard.unlink()
     results = {}
     for t in iou_types:
-        results[t] = evaluate_detections(cfg.data.val_ann, str(final), t, cfg.data.train_ann)
+        results[t] = evaluate_detections(
+            cfg.data.val_ann,
+            str(final),
+            t,
+            cfg.data.train_ann,
+            rare_max=cfg.data.groups.rare_max,
+            common_max=cfg.data.groups.common_max,
+        )
+        if not match.exact:
+            results[t]["notes"] = [match.line(categories), *results[t].get("notes", [])]
         atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
     return results
 
@@ -231,14 +318,37 @@ def evaluate_checkpoint(
     iou_types: tuple[str, ...] | list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the detector of ``cfg``, load ``checkpoint`` and :func:`evaluate_detector` it
-    into ``work_dir`` (default IoU types: :func:`iou_types_of`)."""
+    into ``work_dir`` (default IoU types: :func:`iou_types_of`).
+
+    The number of classes and the label -> category id mapping come from the checkpoint's
+    category record (:func:`checkpoint_categories`), never from ``data.val_ann``.
+    """
     from drcl.detection.inference import load_detector_weights
 
     iou_types = iou_types_of(cfg) if iou_types is None else iou_types
     _check_iou_types(cfg, iou_types)
-    num_classes = len(read_json(cfg.data.val_ann)["categories"])
+    categories = checkpoint_categories(cfg, checkpoint)
+    num_classes = categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
     model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
     report = load_detector_weights(model, checkpoint)
     log.info("%s", report.table())
-    return evaluate_detector(cfg, model, work_dir, iou_types)
+    return evaluate_detector(cfg, model, work_dir, iou_types, categories)
+
+
+def checkpoint_categories(cfg: Config, checkpoint: str | os.PathLike) -> CategoryTable:
+    """The checkpoint's training categories: its record (safetensors metadata or the run
+    folder's ``categories.json``), else ``data.train_ann``'s with a warning (a checkpoint from
+    before records, or from another tool)."""
+    categories = categories_for_checkpoint(checkpoint)
+    if categories is not None:
+        return categories
+    log.warning(
+        "%s: no category record (metadata '%s' or %s next to it); taking the categories of "
+        "data.train_ann=%s: make sure the model was trained on that file",
+        checkpoint,
+        METADATA_KEY,
+        CATEGORIES_FILE,
+        cfg.data.train_ann,
+    )
+    return training_categories(cfg, CocoIndex.from_file(cfg.data.train_ann))

@@ -32,13 +32,19 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=int, help="images per forward pass (default: finetune.eval_batch_size)"
     )
+    p.add_argument(
+        "--allow-category-mismatch",
+        action="store_true",
+        help="evaluate/write ids whose name differs from the model's training file (by id)",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
 
 
-def _job(args: argparse.Namespace, items, out: Path, draw_dir=None, draw_thr=None):
+def _job(args: argparse.Namespace, items, out: Path, ann=None, draw_dir=None, draw_thr=None):
     from drcl.predict.runner import PredictJob, load_run_config
 
-    cfg = load_run_config(args.checkpoint_info, args.overrides)
+    extra = ["data.allow_category_mismatch=true"] if args.allow_category_mismatch else []
+    cfg = load_run_config(args.checkpoint_info, [*args.overrides, *extra])
     return PredictJob.from_config(
         cfg,
         args.checkpoint_info,
@@ -50,6 +56,7 @@ def _job(args: argparse.Namespace, items, out: Path, draw_dir=None, draw_thr=Non
         device=args.device,
         draw_dir=draw_dir,
         draw_thr=draw_thr,
+        ann=ann,
     )
 
 
@@ -102,7 +109,7 @@ def cli_predict(args: argparse.Namespace) -> int:
         items = images_of_annotation(args.ann, args.images)
     else:
         items = images_in_folder(args.images)
-    job = _job(args, items, Path(args.out), args.draw, args.draw_score_thr)
+    job = _job(args, items, Path(args.out), args.ann, args.draw, args.draw_score_thr)
     ckpt = args.checkpoint_info
     check_outputs(job, [ckpt.weights, ckpt.config, *([Path(args.ann)] if args.ann else [])])
     result = run_predict(job)
@@ -121,7 +128,6 @@ def cli_test(args: argparse.Namespace) -> int:
         check_test_dir,
         default_test_dir,
         evaluate_predictions,
-        iou_types_for,
         resolve_checkpoint,
         run_predict,
     )
@@ -130,7 +136,7 @@ def cli_test(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint_info = resolve_checkpoint(args.checkpoint, args.config)
     items = images_of_annotation(args.gt, args.images)
     out_dir = check_test_dir(Path(args.out or default_test_dir(ckpt, args.gt)), ckpt)
-    job = _job(args, items, out_dir / "detections_bbox.json")
+    job = _job(args, items, out_dir / "detections_bbox.json", args.gt)
     check_outputs(job, [ckpt.weights, ckpt.config, Path(args.gt)])
     train_ann = args.train_ann or _existing(job.cfg.data.train_ann)
     result = run_predict(job)
@@ -138,10 +144,7 @@ def cli_test(args: argparse.Namespace) -> int:
     if code:
         log.error("drcl test: error: metrics not written: the skipped images would count as empty")
         return code
-    iou_types = iou_types_for(job.cfg)
-    metrics = evaluate_predictions(
-        args.gt, job.out, iou_types, train_ann, job.cfg.finetune.detections_per_img, out_dir
-    )
+    metrics = evaluate_predictions(job, args.gt, train_ann, out_dir)
     for m in metrics.values():
         log.info("%s", format_metrics(m))
     files = ", ".join(str(out_dir / f"metrics_{t}.json") for t in metrics)

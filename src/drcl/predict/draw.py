@@ -7,8 +7,9 @@ written as PNG atomically.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -23,29 +24,22 @@ MASK_ALPHA = 0.4
 MASK_THRESHOLD = 0.5  # as the results' RLEs (detection.inference.MASK_THRESHOLD)
 
 
-@dataclass(frozen=True)
-class Category:
-    """A training category as the model knows it: label ``k`` (1..C) is ``categories[k - 1]``.
+class NamedCategory(Protocol):
+    """What drawing needs of a category (``drcl.data.categories.CategoryRecord`` has it)."""
 
-    Attributes:
-        id: category id in the annotation files.
-        name: its name.
-        group: LVIS frequency group ``'r' | 'c' | 'f'``, or None when unknown.
-    """
-
-    id: int
     name: str
-    group: str | None = None
+    frequency: str | None
 
-    @property
-    def color(self) -> str:
-        return GROUP_COLORS.get(self.group or "", UNKNOWN_GROUP_COLOR)
+
+def group_color(category: NamedCategory) -> str:
+    """The colour of the category's frequency group (every figure uses the same ones)."""
+    return GROUP_COLORS.get(category.frequency or "", UNKNOWN_GROUP_COLOR)
 
 
 def draw_detections(
     image: Tensor,
     output: dict[str, Tensor],
-    categories: list[Category],
+    categories: Sequence[NamedCategory],
     score_thr: float,
     line_width: int = 2,
 ) -> Tensor:
@@ -55,7 +49,8 @@ def draw_detections(
         image: (3, H, W) float in [0, 1].
         output: the detector's ``boxes (K, 4)`` xyxy pixels, ``scores (K,)``, ``labels (K,)``
             in 1..C, optional ``masks (K, 1, H, W)`` probabilities.
-        categories: label order (label k -> ``categories[k - 1]``).
+        categories: in label order (label k -> ``categories[k - 1]``), e.g. the records of the
+            model's :class:`~drcl.data.categories.CategoryTable`.
         score_thr: the lowest score drawn.
         line_width: box outline in pixels.
 
@@ -67,7 +62,7 @@ def draw_detections(
     labels = output["labels"].detach().cpu()[keep].tolist()
     scores = output["scores"].detach().cpu()[keep].tolist()
     cats = [categories[lab - 1] for lab in labels]
-    colors = [c.color for c in cats]
+    colors = [group_color(c) for c in cats]
     if not cats:
         return canvas
     if "masks" in output:

@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 from drcl.config import Config, load_config
-from drcl.data.coco import CocoIndex
+from drcl.data.categories import CategoryMatch, CategoryTable, match_categories
 from drcl.detection.inference import (
     detections_to_records,
     load_detector_weights,
     predict_batches,
 )
 from drcl.engine.distributed import resolve_device
-from drcl.predict.draw import Category, draw_detections, drawing_names, save_png
+from drcl.predict.draw import draw_detections, drawing_names, save_png
 from drcl.predict.images import (
     Failure,
     ImageItem,
@@ -76,24 +76,35 @@ def resolve_checkpoint(ckpt: str | os.PathLike, config: str | os.PathLike | None
     return Checkpoint(weights, cfg_path, run_dir)
 
 
-def label_categories_from_train_ann(train_ann: str | os.PathLike) -> list[Category]:
-    """The model's labels 1..C as categories, from the run's training annotation file.
+def model_categories(cfg: Config, checkpoint: Checkpoint) -> CategoryTable:
+    """The model's training categories: its record (``model_final.safetensors`` metadata, or
+    the run's ``categories.json``), else ``data.train_ann``'s with a warning: the same lookup
+    as ``drcl evaluate --checkpoint`` (:func:`drcl.finetune.runner.checkpoint_categories`)."""
+    from drcl.finetune.runner import checkpoint_categories
 
-    Fine-tuning numbers the training file's categories 1..C in sorted id order
-    (``CocoIndex.label_to_cat_id``). Stand-in until checkpoints carry their categories record
-    (issue 26): this is the one place to swap for it.
-    """
-    if not Path(train_ann).is_file():
+    if categories_missing(checkpoint) and not Path(cfg.data.train_ann).is_file():
         raise ValueError(
-            f"data.train_ann {train_ann}: not found; the model's label -> category map comes "
-            "from the training file (pass data.train_ann=PATH)"
+            f"{checkpoint.weights}: no category record, and data.train_ann "
+            f"{cfg.data.train_ann} does not exist: the model's labels cannot be named"
         )
-    index = CocoIndex.from_file(train_ann)
-    groups = index.frequency_groups()
-    return [
-        Category(int(c["id"]), str(c.get("name", c["id"])), groups.get(int(c["id"])))
-        for c in index.categories  # sorted by id: label order
-    ]
+    return checkpoint_categories(cfg, checkpoint.weights)
+
+
+def categories_missing(checkpoint: Checkpoint) -> bool:
+    from drcl.data.categories import categories_for_checkpoint
+
+    return categories_for_checkpoint(checkpoint.weights) is None
+
+
+def match_file_categories(
+    cfg: Config, table: CategoryTable, ann: str | os.PathLike
+) -> CategoryMatch:
+    """An annotation file's categories matched to the model's by id (one warning line when
+    they differ; a renamed id refused unless ``data.allow_category_mismatch``)."""
+    match = match_categories(table, _categories_of(ann), ann, cfg.data.allow_category_mismatch)
+    if not match.exact:
+        log.warning("%s", match.line(table))
+    return match
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,8 @@ class PredictJob:
     Attributes:
         cfg: the run's config with the test settings (score threshold, detections per image).
         checkpoint: weights, config and run folder.
-        categories: label order (label k -> ``categories[k - 1]``).
+        categories: the model's training categories (labels -> ids, names, groups).
+        keep_ids: category ids written (those of ``--ann``, matched by id); None: all.
         items: the input images.
         out: the results json.
         draw_dir: where drawings go (None: no drawing).
@@ -114,13 +126,14 @@ class PredictJob:
 
     cfg: Config
     checkpoint: Checkpoint
-    categories: list[Category]
+    categories: CategoryTable
     items: list[ImageItem]
     out: Path
     draw_dir: Path | None = None
     draw_thr: float = DEFAULT_DRAW_THR
     batch_size: int = 8
     device: str = "auto"
+    keep_ids: tuple[int, ...] | None = None
 
     @classmethod
     def from_config(
@@ -133,17 +146,22 @@ class PredictJob:
     ) -> PredictJob:
         """The job for ``cfg`` (a run's config); ``options`` override the config's defaults:
         ``score_thr``, ``max_dets`` (the detector's test settings), ``batch_size``, ``device``,
-        ``draw_dir``, ``draw_thr``. ``None`` keeps the default."""
+        ``draw_dir``, ``draw_thr``, ``ann`` (a file whose categories are matched by id: only
+        shared ids are written). ``None`` keeps the default."""
         ft = cfg.finetune
         if options.get("score_thr") is not None:
             ft.score_thresh = float(options["score_thr"])
         if options.get("max_dets") is not None:
             ft.detections_per_img = int(options["max_dets"])
         draw = options.get("draw_dir")
+        table = model_categories(cfg, checkpoint)
+        ann = options.get("ann")
+        keep = None if ann is None else match_file_categories(cfg, table, ann).shared
         return cls(
             cfg=cfg,
             checkpoint=checkpoint,
-            categories=label_categories_from_train_ann(cfg.data.train_ann),
+            categories=table,
+            keep_ids=keep,
             items=items,
             out=Path(out),
             draw_dir=None if draw is None else Path(draw),
@@ -166,7 +184,7 @@ def build_predictor(job: PredictJob, device: torch.device) -> torch.nn.Module:
     """The detector of the run's config with the checkpoint's weights (strict), in eval mode."""
     from drcl.finetune.runner import build_detector_from_config
 
-    num_classes = len(job.categories)
+    num_classes = job.categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
     model = build_detector_from_config(job.cfg, num_classes, torch.ones(num_classes))
     report = load_detector_weights(model, job.checkpoint.weights)
@@ -224,7 +242,8 @@ def run_predict(job: PredictJob) -> PredictResult:
     """
     device = resolve_device(job.device)
     model = build_predictor(job, device)
-    label_to_cat = {k: c.id for k, c in enumerate(job.categories, 1)}
+    keep = None if job.keep_ids is None else set(job.keep_ids)
+    labels = job.categories.records  # label k -> records[k - 1]
     names = drawing_names([it.file_name for it in job.items]) if job.draw_dir else []
     loader = torch.utils.data.DataLoader(
         ImageListDataset(job.items),
@@ -240,10 +259,11 @@ def run_predict(job: PredictJob) -> PredictResult:
                 _note_failure(job.items[info["index"]], info["error"], result)
             for targets, outputs in predict_batches(model, [(images, infos)], device):
                 for image, info, out in zip(images, targets, outputs, strict=True):
-                    records.extend(detections_to_records(out, info["image_id"], label_to_cat))
+                    image_id = info["image_id"]
+                    records.extend(detections_to_records(out, image_id, job.categories, keep))
                     sizes[info["index"]] = tuple(image.shape[1:])
                     if job.draw_dir is not None:
-                        drawn = draw_detections(image, out, job.categories, job.draw_thr)
+                        drawn = draw_detections(image, out, labels, job.draw_thr)
                         save_png(drawn, job.draw_dir / names[info["index"]])
             result.num_images += len(images)
             bar.update(len(images) + len(failed))
@@ -280,7 +300,7 @@ def _write_image_list(job: PredictJob, sizes: dict[int, tuple[int, int]]) -> Non
         if k in sizes
         for h, w in [sizes[k]]
     ]
-    cats = [{"id": c.id, "name": c.name, "frequency": c.group} for c in job.categories]
+    cats = [{"id": c.id, "name": c.name, "frequency": c.frequency} for c in job.categories.records]
     atomic_write_json(images_list_path(job.out), {"images": images, "categories": cats})
 
 
@@ -309,18 +329,33 @@ def check_test_dir(out_dir: Path, checkpoint: Checkpoint) -> Path:
 
 
 def evaluate_predictions(
-    gt: str | os.PathLike,
-    detections: Path,
-    iou_types: list[str],
-    train_ann: str | os.PathLike | None,
-    max_dets: int,
-    out_dir: Path,
+    job: PredictJob, gt: str | os.PathLike, train_ann: str | os.PathLike | None, out_dir: Path
 ) -> dict[str, dict[str, Any]]:
-    """``metrics_{iou_type}.json`` in ``out_dir``, as fine-tuning's evaluation writes them."""
+    """``metrics_{iou_type}.json`` of ``job.out`` against ``gt`` in ``out_dir``, as fine-tuning's
+    evaluation writes them (same rules, groups thresholds and category-match note)."""
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
+    cfg = job.cfg
+    match = match_categories(job.categories, _categories_of(gt), gt, True)
     results = {}
-    for t in iou_types:
-        results[t] = evaluate_detections(gt, str(detections), t, train_ann, max_dets=max_dets)
+    for t in iou_types_for(cfg):
+        results[t] = evaluate_detections(
+            gt,
+            str(job.out),
+            t,
+            train_ann,
+            max_dets=cfg.finetune.detections_per_img,
+            rare_max=cfg.data.groups.rare_max,
+            common_max=cfg.data.groups.common_max,
+        )
+        if not match.exact:
+            results[t]["notes"] = [match.line(job.categories), *results[t].get("notes", [])]
         atomic_write_json(out_dir / f"metrics_{t}.json", json_safe(results[t]), indent=1)
     return results
+
+
+def _categories_of(ann: str | os.PathLike) -> list[dict]:
+    from drcl.utils.io import read_json
+
+    data = read_json(ann)
+    return data.get("categories", []) if isinstance(data, dict) else []

@@ -111,6 +111,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. class-specific layers skipped
 
     def table(self, max_keys: int = 20) -> str:
         """Counts per module group, then the missing and unexpected keys (up to ``max_keys``)."""
@@ -134,6 +135,7 @@ class LoadReport:
         ):
             if keys:
                 lines.append(f"{title}: {_shown(keys, max_keys)}")
+        lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
