@@ -177,3 +177,51 @@ def test_outputs_never_overwrite_inputs(run, tiny_demo, tmp_path, capsys):
     argv = ["predict", str(run), "--images", str(images), "--out", str(tmp_path / "p.json")]
     assert main([*argv, "--draw", str(images)]) == 1
     assert "image folder" in _one_error_line(capsys)
+
+
+def test_labels_are_named_by_the_checkpoint_record_alone(run, tiny_demo, tmp_path, capsys):
+    """A model_final.safetensors copied away from its run and its training json (another
+    machine): the category record in its metadata names the labels; same records."""
+    images = _small_folder(tiny_demo, tmp_path / "im", 2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copyfile(run / "model_final.safetensors", elsewhere / "model.safetensors")
+    shutil.copyfile(run / "config.yaml", elsewhere / "config.yaml")
+    ref, out = tmp_path / "ref.json", tmp_path / "out.json"
+    assert main(["predict", str(run), "--images", str(images), "--out", str(ref)]) == 0
+    argv = ["predict", str(elsewhere / "model.safetensors"), "--images", str(images)]
+    assert main([*argv, "--out", str(out), f"data.train_ann={tmp_path / 'gone.json'}"]) == 0
+    assert json.loads(out.read_text()) == json.loads(ref.read_text())
+    listing = json.loads((tmp_path / "out.images.json").read_text())
+    train_cats = json.loads(Path(tiny_demo["train_ann"]).read_text())["categories"]
+    assert [c["id"] for c in listing["categories"]] == sorted(c["id"] for c in train_cats)
+
+
+def test_test_matches_renumbered_categories_by_id(run, tiny_demo, tmp_path, capsys):
+    """A val file with one category renumbered: only that class changes; every other class
+    keeps the AP of the run's own evaluation (labels are never mapped by position)."""
+    d = tiny_demo
+    gt = json.loads(Path(d["val_ann"]).read_text())
+    old = gt["categories"][0]["id"]
+    new = max(c["id"] for c in gt["categories"]) + 100
+    gt["categories"][0]["id"] = new
+    for a in gt["annotations"]:
+        if a["category_id"] == old:
+            a["category_id"] = new
+    for im in gt["images"]:
+        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+            im[key] = [new if c == old else c for c in im.get(key, [])]
+    moved = tmp_path / "val_moved.json"
+    moved.write_text(json.dumps(gt))
+    out = tmp_path / "t"
+    argv = ["test", str(run), "--gt", str(moved), "--images", str(d["val_images"])]
+    assert main([*argv, "--out", str(out), "--train-ann", str(d["train_ann"])]) == 0
+    assert "only in" in capsys.readouterr().err  # the one-line category summary
+    own = {c["id"]: c["AP"] for c in json.loads((run / "eval/metrics_bbox.json").read_text())[
+        "per_class"]}  # fmt: skip
+    got = {c["id"]: c["AP"] for c in json.loads((out / "metrics_bbox.json").read_text())[
+        "per_class"]}  # fmt: skip
+    assert any(ap for cid, ap in own.items() if cid != old)  # a shift would change these
+    for cid, ap in own.items():
+        if cid != old and ap is not None:
+            assert got[cid] is not None and abs(got[cid] - ap) <= TOL, (cid, got[cid], ap)
