@@ -176,7 +176,14 @@ def test_outputs_never_overwrite_inputs(run, tiny_demo, tmp_path, capsys):
     images = _small_folder(d, tmp_path / "im", 1)
     argv = ["predict", str(run), "--images", str(images), "--out", str(tmp_path / "p.json")]
     assert main([*argv, "--draw", str(images)]) == 1
-    assert "image folder" in _one_error_line(capsys)
+    assert "inside the image folder" in _one_error_line(capsys)
+    # with an annotation file, drawings named like the inputs (PNG) would replace them
+    val = shutil.copytree(d["val_images"], tmp_path / "val")
+    before = {p.name: p.read_bytes() for p in val.iterdir()}
+    argv = ["predict", str(run), "--ann", str(d["val_ann"]), "--images", str(val)]
+    assert main([*argv, "--out", str(tmp_path / "q.json"), "--draw", str(val)]) == 1
+    assert "would overwrite the input image" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in val.iterdir()} == before
 
 
 def test_labels_are_named_by_the_checkpoint_record_alone(run, tiny_demo, tmp_path, capsys):

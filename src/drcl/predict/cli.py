@@ -111,7 +111,8 @@ def cli_predict(args: argparse.Namespace) -> int:
         items = images_in_folder(args.images)
     job = _job(args, items, Path(args.out), args.ann, args.draw, args.draw_score_thr)
     ckpt = args.checkpoint_info
-    check_outputs(job, [ckpt.weights, ckpt.config, *([Path(args.ann)] if args.ann else [])])
+    inputs = [ckpt.weights, ckpt.config, *([Path(args.ann)] if args.ann else [])]
+    check_outputs(job, inputs, images_root=None if args.ann else Path(args.images))
     result = run_predict(job)
     if job.draw_dir is not None:
         log.info("drawings (score >= %g) in %s", job.draw_thr, job.draw_dir)

@@ -207,30 +207,42 @@ class PredictResult:
         return self.num_images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def check_outputs(job: PredictJob, inputs: list[Path]) -> None:
+def check_outputs(job: PredictJob, inputs: list[Path], images_root: Path | None = None) -> None:
     """Refuse outputs that would overwrite an input; prove the outputs writable. Before any work.
+
+    The results json and its ``.images.json`` must not be ``inputs`` (checkpoint, config,
+    annotation file) or an input image; no drawing may land on an input image; with a plain
+    folder (``images_root``), ``--draw`` must not lie inside it (the drawings would be read as
+    images by the next run). Paths are compared resolved (symbolic links followed).
 
     Raises:
         ValueError: one line naming the option and the path.
     """
+    taken = {_real(p): p for p in [*inputs, *(it.path for it in job.items)]}
+    for path in (job.out, images_list_path(job.out)):
+        if _real(path) in taken:
+            raise ValueError(f"--out {path}: is an input ({taken[_real(path)]}); refusing")
     check_output_file(job.out)
-    for inp in inputs:
-        if _same_file(job.out, inp):
-            raise ValueError(f"--out {job.out}: is an input ({inp}); refusing to overwrite it")
-    if job.draw_dir is not None:
-        image_dirs = {it.path.parent for it in job.items}
-        for d in image_dirs:
-            if _same_file(job.draw_dir, d):
-                raise ValueError(f"--draw {job.draw_dir}: is the image folder {d}; choose another")
-        check_output_dir(job.draw_dir, "--draw")
+    if job.draw_dir is None:
+        return
+    if images_root is not None and _real(images_root) in (
+        _real(job.draw_dir),
+        *_real(job.draw_dir).parents,
+    ):
+        raise ValueError(
+            f"--draw {job.draw_dir}: inside the image folder {images_root} (the next run would "
+            "read the drawings as images); choose another folder"
+        )
+    names = drawing_names([it.file_name for it in job.items])
+    for name in names:
+        if _real(job.draw_dir / name) in taken:
+            raise ValueError(f"--draw {job.draw_dir}: would overwrite the input image {name}")
+    check_output_dir(job.draw_dir, "--draw")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` resolve to the same existing file or folder."""
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
+def _real(path: str | os.PathLike) -> Path:
+    # stands in for utils.io.refuse_overwriting_inputs (branch reliability) until it is merged
+    return Path(os.path.realpath(path))
 
 
 def run_predict(job: PredictJob) -> PredictResult:
