@@ -91,6 +91,19 @@ def test_equal_compute_sees_pretraining_plus_finetuning_images():
 
 
 @pytest.mark.parametrize(
+    ("pre_acc", "ft_acc", "want"),
+    [(2, 1, 300), (1, 2, 150), (2, 2, 200), (3, 1, 400)],
+)
+def test_equal_compute_counts_accumulated_micro_batches(pre_acc, ft_acc, want):
+    # demo: 100 pre-training and 100 fine-tuning steps at batch 8. With accumulate=a a step sees
+    # 8a images: pre 2 -> (1600 + 800) / 8 = 300; ft 2 -> (800 + 1600) / 16 = 150 steps
+    cfg = load_ablate_config(DEMO)
+    cfg.pretrain_overrides = [*cfg.pretrain_overrides, f"train.accumulate={pre_acc}"]
+    cfg.finetune_overrides = [*cfg.finetune_overrides, f"train.accumulate={ft_acc}"]
+    assert equal_compute_iters(cfg) == want
+
+
+@pytest.mark.parametrize(
     "override,key",
     [("train.lr=0.03", "train.lr"), ("model.norm=frozen_bn", "model.norm"),
      ("finetune.aligndet_rule=true", "finetune.aligndet_rule")],

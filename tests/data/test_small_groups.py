@@ -99,3 +99,20 @@ def test_evaluate_reports_na_for_an_empty_group_and_all_groups_when_scaled(tmp_p
     argv = ["evaluate", "--gt", gt, "--dets", str(tmp_path / "dets.json"), "--train-ann", train]
     assert main([*argv, "--rare-max", "3", "--common-max", "12"]) == 0
     assert "r/c/f = 4/4/4" in capsys.readouterr().out
+
+
+def test_scaled_rfs_threshold_keeps_lvis_factors_per_image_count(tmp_path, capsys):
+    from drcl.data.groups import scaled_rfs_threshold
+
+    # the demo configs' value: 1e-3 x 100170 / 1040 = 0.0963 (configs/finetune/demo.yaml: 0.1)
+    assert scaled_rfs_threshold(1040) == pytest.approx(0.0963, abs=1e-4)
+    assert scaled_rfs_threshold(100_170) == pytest.approx(1e-3)
+    assert scaled_rfs_threshold(10**7) == 1e-3 and scaled_rfs_threshold(76) == 1.0
+    # r(c) = sqrt(t / f(c)) is then LVIS's for the same image count: 10 images of 1040 vs LVIS
+    t = scaled_rfs_threshold(1040)
+    assert math.sqrt(t / (10 / 1040)) == pytest.approx(math.sqrt(1e-3 / (10 / 100_170)))
+    _small_dataset(tmp_path / "train.json")
+    assert (
+        main(["data", "stats", str(tmp_path / "train.json"), "--out", str(tmp_path / "p.png")]) == 0
+    )
+    assert "finetune.rfs_threshold=1 pretrain.drb.threshold=1" in capsys.readouterr().out

@@ -235,7 +235,22 @@ def test_atss_distances_cannot_die_like_relu():
     assert torch.allclose(conv(feats), torch.full((2, 4, 5, 5), 1000.0 / 16))
 
 
-def test_atss_first_prediction_is_the_anchor_box(tiny_config):
+def test_atss_initial_distances_centre_on_the_anchor(tiny_config):
+    """With the real init (bias log 1/2, weights N(0, 0.01^2)) the distances are spread around
+    half the anchor side, not equal to it (the docstring's measured ranges)."""
+    cfg = _one_stage(tiny_config, "atss")
+    cfg.finetune.head_convs = 2
+    torch.manual_seed(0)
+    model = build_detector_from_config(cfg, num_classes=4).eval()
+    head = model.head.regression_head
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(2, 3, 64, 64)).values()
+        d = torch.cat([head.bbox_reg(head.conv(f)).flatten() for f in feats])
+    assert 0.4 < d.median() < 0.6  # centred on the anchor (0.5 per side)
+    assert d.std() > 0.02 and 0.1 < d.min() and d.max() < 2.0  # spread, not the anchor itself
+
+
+def test_atss_prediction_with_zero_weights_is_the_anchor_box(tiny_config):
     """exp(log 1/2) = 1/2 of the anchor side on each side: decoded, the anchor itself."""
     model = build_detector_from_config(_one_stage(tiny_config, "atss"), num_classes=4)
     reg = model.head.regression_head.bbox_reg

@@ -229,12 +229,34 @@ def test_class_chunks_give_the_same_precision(flooded):
     gt, dets = flooded
     truth = prepare_ground_truth(gt)
     loaded = load_detections(dets, truth.known, max_per_image=300)
-    whole, _ = accumulate_precision(truth, loaded, "bbox", "lvis", 300)
-    for max_pairs in (1, 3 * len(gt["images"])):  # 1 class per chunk; 3 (uneven split of 8)
-        chunks = category_chunks(sorted(truth.known.cat_ids.tolist()), 8, max_pairs)
-        assert len(chunks) > 1
-        chunked, _ = accumulate_precision(truth, loaded, "bbox", "lvis", 300, max_pairs)
+    whole, _ = accumulate_precision(truth, loaded, "bbox", "lvis", 300, 10**9, workers=1)
+    assert whole.shape[2] == len(gt["categories"])
+    # 1 class per chunk; 3 images' worth of pairs (uneven); in 2 forked processes
+    for max_pairs, workers in ((1, 1), (3 * len(gt["images"]), 1), (10**9, 2), (1, 2)):
+        chunked, _ = accumulate_precision(truth, loaded, "bbox", "lvis", 300, max_pairs, workers)
         np.testing.assert_array_equal(chunked, whole)
+
+
+def test_category_chunks_bound_pairs_and_balance_work():
+    # class 1: images 0, 1; class 2: image 1; class 3: images 2, 3, 4; class 4: nothing
+    cat_of = np.array([1, 1, 2, 3, 3, 3, 1])
+    image_of = np.array([0, 1, 1, 2, 3, 4, 0])
+    assert category_chunks(cat_of, image_of, [1, 2, 3, 4], 10**9) == [[1, 2, 3, 4]]
+    # {1, 2} touch 2 images -> 4 pairs; adding 3 would make 3 x 5 = 15 > 8
+    assert category_chunks(cat_of, image_of, [1, 2, 3, 4], 8) == [[1, 2], [3, 4]]
+    assert category_chunks(cat_of, image_of, [1, 2, 3, 4], 1) == [[1], [2], [3], [4]]
+    # 7 annotations, about 3 chunks: each closes once it would pass ceil(7 / 3) = 3
+    assert category_chunks(cat_of, image_of, [1, 2, 3, 4], 10**9, min_chunks=3) == [
+        [1],
+        [2],
+        [3, 4],
+    ]
+
+
+def test_bad_worker_count():
+    gt, dets = lvis_case(seed=0)
+    with pytest.raises(ValueError, match="workers=0"):
+        evaluate_detections(gt, dets, workers=0)
 
 
 def test_hand_computed_example():

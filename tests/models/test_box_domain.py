@@ -115,3 +115,31 @@ def test_ema_and_export():
     assert not any(k.startswith("roi_heads.box_predictor") for k in keys)
     detector_keys = set(build_box_detector(cfg).state_dict())
     assert keys <= detector_keys
+
+
+@pytest.mark.parametrize(("norm", "want"), [("aligndet", 9.4657359 / 2), ("mean", 9.4657359 / 8)])
+def test_box_regression_normalisation_by_hand(norm, want):
+    # BoxCoder(10, 10, 5, 5), RoI [0, 0, 10, 10], zero predictions:
+    #   pseudo box [1, 0, 11, 10]: dx = 10 * 1/10 = 1, rest 0          -> |.| sum 1
+    #   pseudo box [0, 0, 20, 10]: dx = 10 * 5/10 = 5, dw = 5 ln 2     -> 5 + 3.4657359
+    # AlignDet (mmdet L1Loss, avg_factor = #RoIs): 9.4657359 / 2 RoIs; "mean": / (2 x 4) values
+    cfg = tiny_cfg()
+    cfg.pretrain.box.reg_norm = norm
+    model = build_box_model(cfg)
+    rois = [torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[0.0, 0, 10, 10]])]
+    matched = [torch.tensor([[1.0, 0, 11, 10]]), torch.tensor([[0.0, 0, 20, 10]])]
+    got = model._box_regression(torch.zeros(2, 4), rois, matched)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_box_regression_aligndet_is_four_times_mean():
+    torch.manual_seed(0)
+    out = {}
+    for norm in ("aligndet", "mean"):
+        cfg = tiny_cfg()
+        cfg.pretrain.box.reg_norm = norm
+        torch.manual_seed(0)
+        model = build_box_model(cfg).train()
+        torch.manual_seed(1)
+        out[norm] = model(make_batch())["loss_box_reg"].item()
+    assert out["mean"] > 0 and out["aligndet"] == pytest.approx(4 * out["mean"], rel=1e-5)

@@ -126,3 +126,39 @@ def test_cli_gt_and_detector_sources(tiny_overrides, tmp_path, capsys):
         per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
     assert max(per_image.values()) <= 5
     assert (tmp_path / "det.detector" / "model_final.safetensors").is_file()
+
+
+def test_detector_folder_is_named_and_deleted_with_clean_detector(tiny_overrides, tmp_path, capsys):
+    """`drcl proposals` says what OUT.detector/ holds; --clean-detector deletes it (issue 26)."""
+    over = [
+        *tiny_overrides,
+        "pretrain.proposals.source=detector",
+        "pretrain.proposals.detector_iters=1",
+        "pretrain.proposals.top_n=3",
+        "model.norm=frozen_bn",
+    ]
+    det = tmp_path / "det.json"
+    argv = ["proposals", "configs/pretrain/demo.yaml", "--out", str(det), *over]
+    assert main([*argv, "--clean-detector"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted the proposal detector's run folder" in out and "det.detector" in out
+    assert det.is_file() and not (tmp_path / "det.detector").exists()
+    keep = tmp_path / "keep.json"
+    assert main(["proposals", "configs/pretrain/demo.yaml", "--out", str(keep), *over]) == 0
+    assert "kept the proposal detector's run folder" in capsys.readouterr().out
+    assert (tmp_path / "keep.detector").is_dir()
+
+
+def test_proposals_file_ignored_with_source_gt_is_warned_about(tiny_overrides, tmp_path, capsys):
+    out = tmp_path / "gt.json"
+    over = [*tiny_overrides, f"pretrain.proposals.file={tmp_path / 'mine.json'}"]
+    assert main(["proposals", "configs/pretrain/demo.yaml", "--out", str(out), *over]) == 0
+    err = capsys.readouterr().err
+    assert "mine.json is not read: pretrain.proposals.source=gt" in err
+    from drcl.pretrain.runner import resolve_proposals
+
+    cfg = load_config("configs/pretrain/demo.yaml", over)
+    resolve_proposals(cfg, CocoIndex.from_file(cfg.data.train_ann), tmp_path)
+    assert "is not read: pretrain.proposals.source=gt uses the training boxes" in (
+        capsys.readouterr().err
+    )

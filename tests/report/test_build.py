@@ -61,7 +61,7 @@ def test_rename_with_name_equals_dir(fake_runs: dict[str, Path], tmp_path: Path)
     assert rc == 0
     runs = json.loads((out / MARKER).read_text())["runs"]
     assert list(runs) == ["DRCL", "baseline"]
-    assert "| DRCL | **27.1** |" in (out / "README.md").read_text()  # first run: no delta
+    assert "| DRCL | 27.1 |" in (out / "README.md").read_text()  # first run: no delta
 
 
 def test_missing_run_dir_fails_before_writing(fake_runs: dict[str, Path], tmp_path: Path) -> None:

@@ -170,8 +170,10 @@ def row_init_path(work_dir: Path, row: str, seed: int) -> Path | None:
 def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
     """Fine-tuning iterations that see as many images as pre-training + fine-tuning together.
 
-    ``ceil((pre_iters * pre_batch + ft_iters * ft_batch) / ft_batch)``, the pre-training of the
-    full row (every row pre-trains equally long).
+    An iteration is one optimizer step of ``batch_size * accumulate`` images, so
+    ``ceil((pre_iters * pre_images + ft_iters * ft_images) / ft_images)`` with
+    ``images = batch_size * accumulate``, the pre-training of the full row (every row pre-trains
+    equally long).
     """
     pre = load_config(
         cfg.pretrain_config,
@@ -181,8 +183,9 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
     for name, c in (("pre-training", pre), ("fine-tuning", ft)):
         if c.train.max_iters <= 0:
             raise ConfigError(f"equal_compute row: {name} must set train.max_iters (> 0)")
-    seen = pre.train.max_iters * pre.train.batch_size + ft.train.max_iters * ft.train.batch_size
-    return math.ceil(seen / ft.train.batch_size)
+    pre_step, ft_step = (c.train.batch_size * c.train.accumulate for c in (pre, ft))
+    seen = pre.train.max_iters * pre_step + ft.train.max_iters * ft_step
+    return math.ceil(seen / ft_step)
 
 
 def _base_finetune(cfg: AblateConfig, seed: int, extra: list[str] | None = None) -> Config:

@@ -48,6 +48,27 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_dir_detections(dets: str, iou_type: str) -> str:
+    """``--dets``: a file or glob as given; a run folder -> its ``eval/detections_{iou}.json``
+    (or ``detections_{iou}.json`` inside an eval folder).
+
+    Raises:
+        FileNotFoundError: a folder holding neither (both paths named).
+    """
+    folder = Path(dets)
+    if not folder.is_dir():
+        return dets
+    name = f"detections_{iou_type}.json"
+    for path in (folder / "eval" / name, folder / name):
+        if path.is_file():
+            log.info("--dets %s: using %s", dets, path)
+            return str(path)
+    raise FileNotFoundError(
+        f"--dets {dets}: a folder without {folder / 'eval' / name} or {folder / name} "
+        "(a fine-tuning run folder, or its eval/ folder)"
+    )
+
+
 def cli_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``drcl evaluate``; returns the exit code (2: wrong arguments)."""
     if args.config or args.checkpoint:
@@ -71,10 +92,12 @@ def cli_evaluate(args: argparse.Namespace) -> int:
 
     if args.out:
         check_output_file(args.out)  # before the (possibly long) evaluation, not after
-    # --dets may be a glob of per-rank files ('dets_rank*.json'): they are merged.
+    # --dets may be a glob of per-rank files ('dets_rank*.json'): they are merged; or a run
+    # folder (as `drcl analyze` takes): its eval/detections_<iou_type>.json.
+    dets = run_dir_detections(args.dets, args.iou_type)
     metrics = evaluate_detections(
         args.gt,
-        args.dets,
+        dets,
         iou_type=args.iou_type,
         train_ann=args.train_ann,
         max_dets=getattr(args, "max_dets", 300),

@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--out", required=True, help="proposals json")
+    p.add_argument(
+        "--clean-detector",
+        action="store_true",
+        help="source=detector: delete the detector's run folder OUT.detector/ afterwards "
+        "(kept by default, so that a rerun resumes)",
+    )
     p.set_defaults(handler=cli_proposals)
 
     p = sub.add_parser("pretrain", help="2DRCL pre-training")
@@ -202,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parsers(sub)
 
     p = sub.add_parser(
-        "analyze", help="error breakdown, classifier weight norms, attention maps, box composition"
+        "analyze",
+        help="error breakdown, classifier weight norms, attention maps, box composition, probe",
     )
     p.add_argument(
         "what",
-        choices=["errors", "weight-norms", "attention", "box-composition"],
+        choices=["errors", "weight-norms", "attention", "box-composition", "probe"],
         help="which analysis",
     )
     p.add_argument(
@@ -222,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gt", help="validation json (default: data.val_ann of the runs' config)")
     p.add_argument("--train-ann", help="training json (default: data.train_ann of the config)")
+    p.add_argument(
+        "--seed-noise",
+        type=float,
+        default=None,
+        help="AP points the seed alone moves a single run (e.g. 2); best marks and deltas only "
+        "beyond it (default: none, with a note)",
+    )
     p.set_defaults(handler=cli_report)
 
     p = sub.add_parser("export", help="convert weights for torchvision / detectron2 / mmdetection")
@@ -238,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file; the suffix picks the format: .pth / .pt = torch file of plain "
         "tensors (detectron2, mmdet, torchvision load it), .pkl = detectron2's pickle, "
         ".safetensors = safetensors; any other suffix is refused",
+    )
+    p.add_argument(
+        "--for",
+        dest="arch",
+        choices=["two-stage", "one-stage"],
+        help="the model the FPN must fit: two-stage (Faster/Mask R-CNN, FPN on C2-C5) or "
+        "one-stage (RetinaNet/FCOS/ATSS, FPN on C3-C5); default: from the checkpoint",
     )
     p.set_defaults(handler=cli_export)
 
@@ -365,7 +386,7 @@ def _run(argv: list[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.quiet, args.verbose)
     from omegaconf.errors import MissingMandatoryValue
@@ -389,6 +410,18 @@ def _run(argv: list[str] | None) -> int:
         # permissions, full disks.)
         log.error("drcl %s: error: %s", args.command, user_message(err))
         return 1
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub)parser of the command given, so that a usage error prints its usage
+    (``drcl finetune ... --device cuda`` shows finetune's, not the top-level list)."""
+    for dest in ("command", "data_command"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
 
 
 def user_message(err: BaseException) -> str:

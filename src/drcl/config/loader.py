@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -44,13 +45,35 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 _ENUM_ERROR = re.compile(r"Invalid value '(?P<value>.*)', expected one of \[(?P<allowed>.*)\]")
 
 
+_UNKNOWN_KEY = re.compile(r"Key '(?P<leaf>[^']+)' not in '")
+
+
 def _describe(err: OmegaConfBaseException, source: str) -> str:
     key = getattr(err, "full_key", None) or "?"
     msg = str(err).splitlines()[0]
     enum = _ENUM_ERROR.match(msg)
     if enum:  # a choice (Enum field): say it the way every other message of drcl does
         msg = f"got {enum['value']!r}, allowed: {enum['allowed']}"
+    unknown = _UNKNOWN_KEY.match(msg)
+    if unknown:
+        msg = _unknown_key(key, unknown["leaf"])
     return f"{source}: key '{key}': {msg}"
+
+
+def _unknown_key(full_key: str, leaf: str) -> str:
+    """``unknown key; did you mean 'train.lr'?; allowed in 'train': ...`` (difflib's match)."""
+    section = full_key[: -len(leaf)].rstrip(".") if full_key.endswith(leaf) else ""
+    node = OmegaConf.select(OmegaConf.structured(Config), section) if section else None
+    node = node if section else OmegaConf.structured(Config)
+    allowed = sorted(str(k) for k in node.keys()) if OmegaConf.is_dict(node) else []
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(leaf, allowed, n=1, cutoff=0.6)
+    text = "unknown key"
+    if close:
+        text += f"; did you mean '{prefix}{close[0]}'?"
+    if allowed:
+        text += f"; allowed in '{section or 'the config'}': {', '.join(allowed)}"
+    return text
 
 
 def load_config(

@@ -506,7 +506,52 @@ def check_annotations(
             problems += [
                 Problem(file, rec.kind, rec.rid, i.field, i.message, i.severity) for i in rec.issues
             ]
-    return problems
+    return _merge_missing_files(problems, data, image_dir, file)
+
+
+_NOT_FOUND = "image file not found: "
+
+
+def _merge_missing_files(
+    problems: list[Problem], data: dict, image_dir: str | os.PathLike | None, file: str
+) -> list[Problem]:
+    """Most image files missing means a wrong ``--images`` root: one error with a hint instead
+    of one line per image."""
+    missing = [p for p in problems if p.field == "file_name" and p.message.startswith(_NOT_FOUND)]
+    images = data.get("images") if isinstance(data.get("images"), list) else []
+    if image_dir is None or len(missing) < 2 or 2 * len(missing) < len(images):
+        return problems
+    example = missing[0].message[len(_NOT_FOUND) :]
+    msg = (
+        f"{len(missing)} of {len(images)} image files not found under --images {image_dir} "
+        f"(e.g. {example}): is it the folder that images[].file_name is relative to?"
+    )
+    try:
+        hint = _root_hint(Path(image_dir), Path(example).relative_to(image_dir))
+    except ValueError:  # a path not under the root (LVIS coco_url layout): no hint
+        hint = None
+    if hint:
+        msg += f" {hint}"
+    rest = [p for p in problems if p not in missing]
+    return [Problem(file, "file", "-", "--images", msg), *rest]
+
+
+def _root_hint(root: Path, rel: Path) -> str | None:
+    """Where ``rel`` (a missing file_name) does exist near ``root``: under its parent or a
+    sub-folder (try that as --images), or under root without its first folder."""
+    candidates = [root.parent]
+    try:
+        candidates += sorted(d for d in root.iterdir() if d.is_dir())[:100]
+    except OSError:
+        pass
+    for cand in candidates:
+        if (cand / rel).is_file():
+            return f"{rel} exists under {cand}: try --images {cand}"
+    if len(rel.parts) > 1 and (root / Path(*rel.parts[1:])).is_file():
+        return (
+            f"{Path(*rel.parts[1:])} exists under {root}: file_name has an extra '{rel.parts[0]}/'"
+        )
+    return None
 
 
 # ----------------------------------------------------------------------------- fixing

@@ -36,6 +36,8 @@ def cli_check(args: argparse.Namespace) -> int:
     ordered = sorted(problems, key=lambda p: rank[p.severity])
     _print_limited(group_problems(ordered), max_print)
     log.info(f"{args.ann}: {_summary(problems)}")
+    if not args.images:
+        log.info("image files not checked (no --images ROOT): the json only")
     if getattr(args, "fix_out", None):
         changes = fix_annotations(args.ann, args.fix_out, args.images)
         _print_limited([f"fix: {c}" for c in changes], max_print)

@@ -130,3 +130,23 @@ def empty_group_warning(
         text + f"; for a dataset this size try data.groups.rare_max={suggested[0]} "
         f"data.groups.common_max={suggested[1]} (about a third of the classes per group)"
     )
+
+
+# LVIS v1 train: the dataset the standard RFS threshold t = 1e-3 was chosen on.
+LVIS_TRAIN_IMAGES = 100_170
+LVIS_RFS_THRESHOLD = 1e-3
+
+
+def scaled_rfs_threshold(num_images: int) -> float:
+    """RFS threshold ``t`` giving a class of this dataset the repeat factor it would get in LVIS
+    with the same number of training images: ``t = 1e-3 x 100170 / N`` (at most 1).
+
+    ``r(c) = max(1, sqrt(t / f(c)))`` with ``f(c)`` = images with c / N, so keeping ``t * N``
+    fixed keeps ``r`` a function of the image count; the demo configs use it (0.1 for 1040
+    images). A dataset larger than LVIS keeps LVIS's 1e-3.
+    """
+    if num_images < 1:
+        return LVIS_RFS_THRESHOLD
+    return float(
+        min(1.0, max(LVIS_RFS_THRESHOLD, LVIS_RFS_THRESHOLD * LVIS_TRAIN_IMAGES / num_images))
+    )

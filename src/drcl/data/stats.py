@@ -20,9 +20,11 @@ from drcl.data.groups import (
     FREQUENCY_GROUPS,
     GROUP_COLORS,
     GROUP_NAMES,
+    LVIS_TRAIN_IMAGES,
     RARE_MAX_IMAGES,
     check_thresholds,
     empty_group_warning,
+    scaled_rfs_threshold,
 )
 from drcl.utils.io import atomic_write
 
@@ -183,6 +185,12 @@ def write_stats(
     )
     if warning:
         text += f"\nwarning: {warning}"
+    t = scaled_rfs_threshold(len(index.image_ids))
+    text += (
+        f"\nRFS threshold for {len(index.image_ids)} images: finetune.rfs_threshold="
+        f"{t:.3g} pretrain.drb.threshold={t:.3g} (LVIS's 1e-3 x {LVIS_TRAIN_IMAGES} / "
+        f"{len(index.image_ids)}: the repeat factors LVIS gives the same image counts)"
+    )
     if echo:
         log.info("%s", text)
     out = plot_long_tail(index, out_path or default_plot_path(ann_path), groups)

@@ -124,6 +124,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
         images_per_step = int(train_cfg.batch_size) * int(train_cfg.accumulate)
         self.cost = CostMeter(device, dist.world_size, images_per_step, cost_info)
+        # modules that collect gradient statistics in backward hooks (EFL) must see unscaled
+        # gradients of applied steps only: they stage per step and get the scale afterwards
+        self._grad_stats = [m for m in model.modules() if hasattr(m, "end_grad_step")]
+        for m in self._grad_stats:
+            m.defer_grad_stats()
 
     # ---- checkpoints -------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
@@ -217,6 +222,7 @@ class Trainer:
         t0 = time.perf_counter()
         data_time, sums, ok = 0.0, {}, True
         self.optimizer.zero_grad(set_to_none=True)
+        scale = self.scaler.get_scale() if self._grad_stats else 1.0
         for _ in range(self.cfg.accumulate):
             td = time.perf_counter()
             batch = self.data.to_device(next(stream), self.device)
@@ -230,6 +236,11 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / self.cfg.accumulate
         if ok:
             self._optimizer_step()
+        if self._grad_stats:
+            # GradScaler lowers its scale exactly when it skipped the step (inf/NaN gradients)
+            applied = ok and self.scaler.get_scale() >= scale
+            for m in self._grad_stats:
+                m.end_grad_step(scale, applied)
         self.scheduler.step()
         sums["data_time"], sums["step_time"] = data_time, time.perf_counter() - t0
         return sums

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -183,15 +184,117 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def category_chunks(cat_ids: list[int], num_images: int, max_pairs: int) -> list[list[int]]:
-    """Split sorted ``cat_ids`` so that each chunk has at most ``max_pairs`` (image, class) pairs.
+def category_chunks(
+    cat_of: np.ndarray,
+    image_of: np.ndarray,
+    cat_ids: list[int],
+    max_pairs: int,
+    min_chunks: int = 1,
+) -> list[list[int]]:
+    """Split sorted ``cat_ids`` into runs of classes that are evaluated together.
 
-    faster-coco-eval allocates per (image, class) pair (~1 kB each: IoU slots, per-image results
-    for 4 area ranges); LVIS val has 19.8k x 1203 = 24M pairs. AP is computed class by class, so
-    evaluating the classes in chunks gives the same numbers with a bounded peak memory.
+    A chunk is evaluated only on the images where its classes have ground truth or detections:
+    an image with neither adds nothing to a class's precision or recall, so the numbers are those
+    of the whole image x class grid; but faster-coco-eval allocates and walks every (image,
+    class) pair of a call (~1 kB each; LVIS val has 19.8k x 1203 = 24M), so leaving the empty
+    pairs out bounds its memory (at most ``max_pairs`` pairs per chunk, or one class) and its
+    time. A chunk also closes once it holds ``1 / min_chunks`` of all annotations, so that
+    parallel workers get balanced shares.
+
+    Args:
+        cat_of, image_of: (N,) category id and image index (0..I-1) of every ground-truth box
+            and detection.
+        cat_ids: the classes to evaluate, sorted.
+        max_pairs: most (image, class) pairs per chunk.
+        min_chunks: split into at least about this many chunks of similar work.
     """
-    per_chunk = max(1, max_pairs // max(1, num_images))
-    return [cat_ids[i : i + per_chunk] for i in range(0, len(cat_ids), per_chunk)]
+    order = np.argsort(cat_of, kind="stable")
+    cats, images = cat_of[order], image_of[order]
+    bounds = zip(
+        np.searchsorted(cats, cat_ids, "left").tolist(),
+        np.searchsorted(cats, cat_ids, "right").tolist(),
+        strict=True,
+    )
+    budget = max(1, math.ceil(len(cats) / max(1, min_chunks)))
+    seen = np.zeros(int(image_of.max(initial=-1)) + 1, dtype=bool)
+    chunks: list[list[int]] = [[]]
+    n_images = work = 0
+    for cid, (a, b) in zip(cat_ids, bounds, strict=True):
+        own = np.unique(images[a:b])
+        union = n_images + int(np.count_nonzero(~seen[own]))
+        if chunks[-1] and ((len(chunks[-1]) + 1) * union > max_pairs or work + b - a > budget):
+            chunks.append([])
+            seen[:] = False
+            n_images, work, union = 0, 0, len(own)
+        chunks[-1].append(cid)
+        seen[own] = True
+        n_images, work = union, work + b - a
+    return [c for c in chunks if c]
+
+
+@dataclass
+class _Job:
+    """Everything a class chunk reads; built once and inherited by forked workers."""
+
+    gt: GroundTruth
+    dets: Detections
+    iou_type: str
+    lvis: bool
+    max_dets: int
+    gt_cat: np.ndarray  # (G,) category id of every ground-truth annotation
+    gt_img: np.ndarray  # (G,) image id of every ground-truth annotation
+    chunks: list[list[int]]
+    shape: tuple[int, int, int]  # (T, R, A) of faster-coco-eval's precision array
+
+
+_JOB: _Job | None = None  # set while accumulate_precision runs; read by its forked workers
+
+
+def _chunk_precision(job: _Job, cat_ids: list[int]) -> np.ndarray:
+    """(T, R, len(cat_ids), A) precision of one class chunk, on the images it touches."""
+    in_gt = np.isin(job.gt_cat, cat_ids)
+    in_dt = np.isin(job.dets.category_id, cat_ids)
+    img_ids = np.union1d(job.gt_img[in_gt], job.dets.image_id[in_dt])
+    t, r, a = job.shape
+    if img_ids.size == 0:  # no ground truth and no detection: -1 as faster-coco-eval gives
+        return np.full((t, r, len(cat_ids), a), -1.0)
+    data = job.gt.data
+    wanted, classes = set(img_ids.tolist()), set(cat_ids)
+    images = [im for im in data["images"] if im["id"] in wanted]
+    cats = [c for c in data["categories"] if c["id"] in classes]
+    anns = [data["annotations"][i] for i in np.flatnonzero(in_gt).tolist()]
+    gt_part = {**data, "images": images, "categories": cats, "annotations": anns}
+    coco_gt = COCO(gt_part, print_function=_silent)
+    coco_dt = COCO(print_function=_silent)
+    dt_anns = _result_annotations(job.dets.select(in_dt), job.gt, job.iou_type)
+    coco_dt.dataset = {"images": images, "categories": cats, "annotations": dt_anns}
+    coco_dt.createIndex()
+    ev = _Evaluator(
+        coco_gt, coco_dt, iouType=job.iou_type, lvis_style=job.lvis, print_function=_silent
+    )
+    ev.params.imgIds, ev.params.catIds = img_ids.tolist(), list(cat_ids)
+    ev.params.maxDets = [job.max_dets] if job.max_dets else ev.params.maxDets
+    ev.evaluate()
+    ev.accumulate()
+    return ev.eval["precision"][..., -1]
+
+
+def _run_chunk(i: int) -> np.ndarray:
+    assert _JOB is not None, "only called by accumulate_precision's workers"
+    return _chunk_precision(_JOB, _JOB.chunks[i])
+
+
+def eval_workers(workers: int | None) -> int:
+    """Worker processes for class chunks: ``workers``, or by default the usable CPUs (1 where
+    processes cannot be forked)."""
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers={workers}: must be >= 1")
+    if "fork" not in mp.get_all_start_methods():
+        return 1
+    if workers is None:
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        workers = len(usable) if usable else (os.cpu_count() or 1)
+    return int(workers)
 
 
 def accumulate_precision(
@@ -201,8 +304,14 @@ def accumulate_precision(
     rules: str,
     max_dets: int,
     max_pairs: int = 1_000_000,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run faster-coco-eval (in class chunks) and return the precision at the largest maxDets.
+    """Run faster-coco-eval in class chunks (in parallel processes) and return the precision at
+    the largest maxDets.
+
+    Classes are independent in AP, so chunks of classes, each on the images it touches
+    (:func:`category_chunks`), give the numbers of one call over everything; ``workers``
+    forked processes (default: the usable CPUs; 1 = in this process) evaluate them.
 
     Returns:
         precision: (T, R, K, A) with T=10 IoU thresholds, R=101 recall points, K classes
@@ -210,28 +319,43 @@ def accumulate_precision(
             ground truth in that area range.
         iou_thrs: (T,).
     """
-    coco_gt = COCO(gt.data, print_function=logger.debug)
-    coco_dt = COCO(print_function=logger.debug)
-    coco_dt.dataset = {
-        "images": gt.data["images"],
-        "categories": gt.data["categories"],
-        "annotations": _result_annotations(dets, gt, iou_type),
-    }
-    coco_dt.createIndex()
-    lvis = rules == "lvis"
-    ev = _Evaluator(
-        coco_gt, coco_dt, iouType=iou_type, lvis_style=lvis and gt.federated, print_function=_silent
+    global _JOB
+    params = _Evaluator(iouType=iou_type, print_function=_silent).params
+    iou_thrs = np.asarray(params.iouThrs)
+    cat_ids = gt.known.cat_ids.tolist()
+    gt_cat = np.array([a["category_id"] for a in gt.data["annotations"]], dtype=np.int64)
+    gt_img = np.array([a["image_id"] for a in gt.data["annotations"]], dtype=np.int64)
+    n_workers = eval_workers(workers)
+    chunks = category_chunks(
+        np.concatenate([gt_cat, dets.category_id]),
+        np.searchsorted(gt.known.image_ids, np.concatenate([gt_img, dets.image_id])),
+        cat_ids,
+        max_pairs,
+        min_chunks=1 if n_workers == 1 else 4 * n_workers,
     )
-    if lvis:
-        ev.params.maxDets = [max_dets]
-    iou_thrs = np.asarray(ev.params.iouThrs)
-    parts = [np.zeros((len(iou_thrs), len(ev.params.recThrs), 0, len(ev.params.areaRng)))]
-    for chunk in category_chunks(list(ev.params.catIds), len(ev.params.imgIds), max_pairs):
-        ev.params.catIds = chunk
-        ev.evaluate()
-        ev.accumulate()
-        parts.append(ev.eval["precision"][..., -1])
-    return np.concatenate(parts, axis=2), iou_thrs
+    shape = (len(iou_thrs), len(params.recThrs), len(params.areaRng))
+    lvis = rules == "lvis"
+    _JOB = _Job(
+        gt,
+        dets,
+        iou_type,
+        lvis and gt.federated,
+        max_dets if lvis else 0,
+        gt_cat,
+        gt_img,
+        chunks,
+        shape,
+    )
+    try:
+        n_workers = min(n_workers, len(chunks))
+        if n_workers == 1:
+            parts = [_run_chunk(i) for i in range(len(chunks))]
+        else:  # forked: the job is inherited, only the small precision arrays travel back
+            with mp.get_context("fork").Pool(n_workers) as pool:
+                parts = pool.map(_run_chunk, range(len(chunks)), chunksize=1)
+    finally:
+        _JOB = None
+    return np.concatenate([np.zeros((*shape[:2], 0, shape[2])), *parts], axis=2), iou_thrs
 
 
 def _mean_valid(p: np.ndarray) -> float:
@@ -274,13 +398,14 @@ def summarize_precision(precision: np.ndarray, iou_thrs: np.ndarray, info: Class
     return out
 
 
-def _check_options(iou_type: str, rules: str, max_dets: int) -> None:
+def _check_options(iou_type: str, rules: str, max_dets: int, workers: int | None) -> None:
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type={iou_type!r}: allowed {', '.join(IOU_TYPES)}")
     if rules not in RULES:
         raise ValueError(f"rules={rules!r}: allowed {', '.join(RULES)}")
     if int(max_dets) < 1:
         raise ValueError(f"max_dets={max_dets}: must be >= 1")
+    eval_workers(workers)
 
 
 def evaluate_detections(
@@ -292,6 +417,7 @@ def evaluate_detections(
     rules: str = "lvis",
     rare_max: int = RARE_MAX_IMAGES,
     common_max: int = COMMON_MAX_IMAGES,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """LVIS-style (or COCO-style) AP of detections against a ground-truth json.
 
@@ -307,6 +433,8 @@ def evaluate_detections(
             (all detections, maxDets=[1, 10, 100], metrics at 100: pycocotools' numbers).
         rare_max, common_max: the LVIS rule's thresholds when groups come from ``train_ann``
             (``data.groups``); an empty group is noted with thresholds to try.
+        workers: processes evaluating class chunks in parallel (default: the usable CPUs;
+            1 = in this process); the metrics do not depend on it.
 
     Returns:
         Fractions in [0, 1] (NaN for a group without classes with ground truth): AP, AP50,
@@ -318,7 +446,7 @@ def evaluate_detections(
     Raises:
         ValueError: bad detections (naming file, record and field) or options.
     """
-    _check_options(iou_type, rules, max_dets)
+    _check_options(iou_type, rules, max_dets, workers)
     truth = prepare_ground_truth(gt, iou_type)
     train = None if train_ann is None else _load_json(train_ann, "train_ann")
     info = class_info(truth.data["categories"], train, rare_max, common_max)
@@ -326,7 +454,9 @@ def evaluate_detections(
     detections = load_detections(dets, truth.known, iou_type, max_per_image=cap)
     if rules == "lvis":
         detections = federated_filter(detections, truth)
-    precision, iou_thrs = accumulate_precision(truth, detections, iou_type, rules, cap or 100)
+    precision, iou_thrs = accumulate_precision(
+        truth, detections, iou_type, rules, cap or 100, workers=workers
+    )
     out = summarize_precision(precision, iou_thrs, info)
     out.update(
         iou_type=iou_type,

@@ -10,12 +10,19 @@ Key maps, checked against the libraries' sources (full table and sources in ``do
 
 - detectron2: ``backbone.body.conv1/bn1`` -> ``backbone.bottom_up.stem.conv1[.norm]``;
   ``layerL.i.convK/bnK/downsample.0/downsample.1`` -> ``res{L+1}.i.convK/convK.norm/shortcut/
-  shortcut.norm``; ``fpn.inner_blocks.j.0`` -> ``fpn_lateral{j+2}``; ``fpn.layer_blocks.j.0`` ->
-  ``fpn_output{j+2}``; ``box_head.fc6/fc7`` -> ``box_head.fc1/fc2``.
+  shortcut.norm``; ``fpn.inner_blocks.j.0`` -> ``fpn_lateral{s}``, ``fpn.layer_blocks.j.0`` ->
+  ``fpn_output{s}`` with s = log2(stride) = j + 2 for a C2-C5 FPN, j + 3 for a one-stage C3-C5
+  FPN; ``fpn.extra_blocks.p6/p7`` -> ``top_block.p6/p7``; ``box_head.fc6/fc7`` ->
+  ``box_head.fc1/fc2``.
 - mmdetection: ``backbone.body.X`` -> ``backbone.X`` (same ResNet names);
   ``fpn.inner_blocks.j.0`` -> ``neck.lateral_convs.j.conv``; ``fpn.layer_blocks.j.0`` ->
-  ``neck.fpn_convs.j.conv``; ``roi_heads.box_head.fc6/fc7`` ->
+  ``neck.fpn_convs.j.conv`` (mmdet numbers them by position from ``start_level``: 0 for
+  two-stage models, 1 for one-stage ones); one-stage ``fpn.extra_blocks.p6/p7`` ->
+  ``neck.fpn_convs.3/4.conv``; ``roi_heads.box_head.fc6/fc7`` ->
   ``roi_head.bbox_head.shared_fcs.0/1``.
+
+Which FPN a file has decides the levels (:func:`fpn_first_level`); a pre-trained C2-C5 file is
+exported for a one-stage model with ``arch="one-stage"`` (``drcl export --for one-stage``).
 
 A norm layer's tensors are ``weight, bias, running_mean, running_var`` (detectron2's
 ``FrozenBatchNorm2d`` holds exactly these); ``num_batches_tracked`` of ``nn.BatchNorm2d`` is
@@ -81,19 +88,36 @@ _TV_TO_D2 = _rules(
             rf"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.{_NORM}",
             lambda m: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.shortcut.norm.{m[3]}",
         ),
-        # FPN level j (0 = C2, stride 4 = 2**2) -> detectron2's stage number log2(stride) = j + 2
-        (
-            rf"backbone\.fpn\.inner_blocks\.(\d)\.0\.{_PARAM}",
-            lambda m: f"backbone.fpn_lateral{_stage(m, 1, 2)}.{m[2]}",
-        ),
-        (
-            rf"backbone\.fpn\.layer_blocks\.(\d)\.0\.{_PARAM}",
-            lambda m: f"backbone.fpn_output{_stage(m, 1, 2)}.{m[2]}",
-        ),
         (rf"roi_heads\.box_head\.fc6\.{_PARAM}", lambda m: f"roi_heads.box_head.fc1.{m[1]}"),
         (rf"roi_heads\.box_head\.fc7\.{_PARAM}", lambda m: f"roi_heads.box_head.fc2.{m[1]}"),
     ]
 )
+
+
+def _d2_fpn_rules(first_level: int) -> list[Rule]:
+    """FPN block j reads C{first_level + j}; detectron2 names it by its stage log2(stride).
+
+    Two-stage and pre-trained FPNs start at C2 (``fpn_lateral2..5``), one-stage FPNs at C3
+    (``fpn_lateral3..5``). P6/P7 (one-stage) are detectron2's ``top_block.p6/p7``
+    (``LastLevelP6P7``).
+    """
+    return _rules(
+        [
+            (
+                rf"backbone\.fpn\.inner_blocks\.(\d)\.0\.{_PARAM}",
+                lambda m: f"backbone.fpn_lateral{_stage(m, 1, first_level)}.{m[2]}",
+            ),
+            (
+                rf"backbone\.fpn\.layer_blocks\.(\d)\.0\.{_PARAM}",
+                lambda m: f"backbone.fpn_output{_stage(m, 1, first_level)}.{m[2]}",
+            ),
+            (
+                rf"backbone\.fpn\.extra_blocks\.p([67])\.{_PARAM}",
+                lambda m: f"backbone.top_block.p{m[1]}.{m[2]}",
+            ),
+        ]
+    )
+
 
 _D2_TO_TV = _rules(
     [
@@ -195,16 +219,25 @@ _MM_TO_TV = _rules(
     ]
 )
 
-# ATSS (drcl.detection.one_stage) -> mmdetection's atss_r50_fpn: P6/P7 are the neck's extra
-# convs (add_extra_convs='on_output'); the head is mmdet/models/dense_heads/atss_head.py:
-# cls_convs/reg_convs.i = ConvModule(conv, gn) (no conv bias, as ours), atss_cls, atss_reg,
-# atss_centerness. torchvision's FCOSHead Sequential holds [conv, GroupNorm, ReLU] per block.
-_ATSS_TO_MM = _rules(
+# One-stage FPN (C3-C5 + P6/P7 from P5) -> mmdetection's FPN with start_level=1: lateral_convs /
+# fpn_convs are numbered by position from C3 (the rules above), and P6/P7 are the extra convs
+# fpn_convs.3/4 (add_extra_convs='on_output'; relu_before_extra_convs=True matches torchvision's
+# ReLU before P7).
+_ONE_STAGE_TO_MM = _rules(
     [
         (
             rf"backbone\.fpn\.extra_blocks\.p([67])\.{_PARAM}",
             lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}",
         ),
+    ]
+)
+
+# ATSS (drcl.detection.one_stage) -> mmdetection's atss_r50_fpn head,
+# mmdet/models/dense_heads/atss_head.py: cls_convs/reg_convs.i = ConvModule(conv, gn) (no conv
+# bias, as ours), atss_cls, atss_reg, atss_centerness. torchvision's FCOSHead Sequential holds
+# [conv, GroupNorm, ReLU] per block.
+_ATSS_TO_MM = _rules(
+    [
         (
             r"head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)",
             lambda m: _atss_conv(m),
@@ -235,20 +268,26 @@ def _is_atss(state: dict[str, Tensor]) -> bool:
     )
 
 
-_EXPORT_RULES = {"detectron2": _TV_TO_D2, "mmdet": _TV_TO_MM}
 _IMPORT_RULES = {"detectron2": _D2_TO_TV, "mmdet": _MM_TO_TV}
 # Keys of drcl-only modules (e.g. the Seesaw loss's class counters): no library has them.
 _DRCL_ONLY = ("roi_heads.cls_loss.", "head.cls_loss.", "head.classification_head.cls_loss.")
+# ``--for``: the kind of model the exported FPN must fit. Two-stage (Faster / Mask R-CNN): C2-C5;
+# one-stage (RetinaNet / FCOS / ATSS): C3-C5 plus P6/P7, as torchvision, detectron2 and mmdet.
+ARCH_KINDS = ("two-stage", "one-stage")
+_FPN_BLOCK = re.compile(r"backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.(.*)")
+_LAYER_CONV = re.compile(r"backbone\.body\.layer([1-4])\.0\.conv(\d)\.weight")
 
 
 @dataclass
 class ConversionResult:
     """Converted state dict; ``unmapped``: source keys without a rule (not written);
-    ``dropped``: keys deliberately left out (e.g. ``num_batches_tracked`` for detectron2)."""
+    ``dropped``: keys deliberately left out (``num_batches_tracked`` for detectron2, the P2
+    blocks for a one-stage model); ``warnings``: what the user must set or know downstream."""
 
     state: dict[str, Tensor]
     unmapped: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _apply(rules: list[Rule], state: dict[str, Tensor]) -> ConversionResult:
@@ -267,18 +306,131 @@ def _apply(rules: list[Rule], state: dict[str, Tensor]) -> ConversionResult:
     return result
 
 
-def export_state(state: dict[str, Tensor], target: str) -> ConversionResult:
+def fpn_first_level(state: dict[str, Tensor]) -> int | None:
+    """The ResNet stage the FPN's first lateral conv reads: 2 (C2-C5) or 3 (C3-C5, one-stage).
+
+    Read from the channels: ``inner_blocks.0`` takes as many input channels as the last conv of
+    ``layer{L}`` gives out, and C{L+1} = ``layer{L}``. Falls back to the block count (4 -> C2,
+    3 -> C3). None when the state has no FPN.
+    """
+    lateral = state.get("backbone.fpn.inner_blocks.0.0.weight")
+    if lateral is None:
+        return None
+    last_conv: dict[int, tuple[int, int]] = {}  # layer -> (conv index, out channels)
+    for key, value in state.items():
+        m = _LAYER_CONV.fullmatch(key)
+        if m and int(m[2]) > last_conv.get(int(m[1]), (0, 0))[0]:
+            last_conv[int(m[1])] = (int(m[2]), value.shape[0])
+    for layer, (_, channels) in sorted(last_conv.items()):
+        if channels == lateral.shape[1]:
+            return layer + 1
+    blocks = {int(m[2]) for k in state if (m := _FPN_BLOCK.fullmatch(k))}
+    return 2 if len(blocks) >= 4 else 3
+
+
+def _fpn_without_p2(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """A C2-C5 FPN as the C3-C5 FPN of a one-stage model: blocks 1..3 -> 0..2, block 0 left out.
+
+    The top-down path from C5 to C3 never reads C2, so P3-P5 are unchanged (the rule of
+    :func:`drcl.detection.one_stage.adapt_pretrained_state`).
+    """
+    out: dict[str, Tensor] = {}
+    left_out: list[str] = []
+    for key, value in state.items():
+        m = _FPN_BLOCK.fullmatch(key)
+        if m is None:
+            out[key] = value
+        elif m[2] == "0":
+            left_out.append(key)
+        else:
+            out[f"backbone.fpn.{m[1]}.{int(m[2]) - 1}.{m[3]}"] = value
+    return out, left_out
+
+
+def _has_rcnn_heads(state: dict[str, Tensor]) -> bool:
+    return any(k.startswith(("rpn.", "roi_heads.box_predictor.")) for k in state)
+
+
+def _resolve_arch(state: dict[str, Tensor], arch: str | None, target: str) -> tuple[str, list[str]]:
+    """The model kind to export for, and a warning when the file alone cannot tell."""
+    first = fpn_first_level(state)
+    if arch is not None and arch not in ARCH_KINDS:
+        raise ValueError(f"--for: got {arch!r}, allowed: {', '.join(ARCH_KINDS)}")
+    if arch == "two-stage" and first == 3:
+        raise ValueError(
+            "--for two-stage: this checkpoint's FPN starts at C3 (a one-stage detector's); a "
+            "two-stage model needs a P2 level it does not have"
+        )
+    if arch is not None:
+        return arch, []
+    if first != 2:  # C3-C5 is one-stage; no FPN at all: nothing to place
+        return ("one-stage" if first == 3 else "two-stage"), []
+    if _has_rcnn_heads(state) or target == "detectron2":
+        # an R-CNN checkpoint is two-stage; detectron2 names FPN convs by stride, so a C2-C5
+        # export loads at the right levels into a one-stage model too (fpn_*2 are unused there)
+        return "two-stage", []
+    return "two-stage", [
+        f"exported for two-stage models (FPN on C2-C5: Faster / Mask R-CNN). For a one-stage "
+        f"{target} model (RetinaNet / FCOS / ATSS, FPN from C3) export again with --for "
+        f"one-stage: that FPN starts at C3, and this file's FPN blocks would load there one "
+        f"level off"
+    ]
+
+
+def _one_stage_notes(state: dict[str, Tensor], target: str) -> list[str]:
+    """What the target must be configured with for the one-stage FPN to compute the same."""
+    p6p7 = "backbone.fpn.extra_blocks.p6.weight" in state
+    if target == "mmdet":
+        extra = (
+            "add_extra_convs='on_output', relu_before_extra_convs=True (torchvision applies a "
+            "ReLU before the P7 conv; mmdet's default does not, so P7 would differ)"
+            if p6p7
+            else "P6/P7 are not in this file and start fresh"
+        )
+        return [f"mmdet neck: FPN(start_level=1, num_outs=5, {extra})"]
+    if target == "detectron2" and p6p7:
+        return [
+            "detectron2: top_block.p6/p7 are computed from P5 here; they fit a LastLevelP6P7 "
+            "with in_feature='p5' and in_channels = the FPN width (detectron2's FCOS config). "
+            "detectron2's RetinaNet computes P6 from C5 (res5): there p6 does not fit (shape "
+            "mismatch) and p7 would follow a fresh p6, so P6/P7 do not transfer"
+        ]
+    return []
+
+
+def export_state(
+    state: dict[str, Tensor], target: str, arch: str | None = None
+) -> ConversionResult:
     """Rename our torchvision-layout ``state`` for ``target`` (``torchvision``, ``detectron2``,
-    ``mmdet``). ``torchvision`` is the identity on every key except drcl-only modules."""
+    ``mmdet``). ``torchvision`` is the identity on every key except drcl-only modules.
+
+    Args:
+        arch: the model kind the FPN must fit, ``two-stage`` or ``one-stage``; None = from the
+            checkpoint (an FPN from C3 is one-stage, from C2 two-stage, with a warning when a
+            pre-trained file could be meant for either). ``one-stage`` on a C2-C5 file (2DRCL
+            pre-training) leaves out the P2 blocks and renumbers the rest from C3.
+    """
     if target not in TARGETS:
         raise ValueError(f"export target: got {target!r}, allowed: {', '.join(TARGETS)}")
+    arch, warnings = _resolve_arch(state, arch, target)
+    left_out: list[str] = []
+    if arch == "one-stage" and fpn_first_level(state) == 2:
+        state, left_out = _fpn_without_p2(state)
     if target == "torchvision":
         kept = {k: v for k, v in state.items() if not k.startswith(_DRCL_ONLY)}
-        return ConversionResult(kept, [k for k in state if k not in kept])
-    rules = _EXPORT_RULES[target]
-    if target == "mmdet" and _is_atss(state):
-        rules = rules + _ATSS_TO_MM
-    return _apply(rules, state)
+        result = ConversionResult(kept, [k for k in state if k not in kept])
+    else:
+        result = _apply(_export_rules(state, target, arch), state)
+    result.dropped += left_out
+    result.warnings += warnings + (_one_stage_notes(state, target) if arch == "one-stage" else [])
+    return result
+
+
+def _export_rules(state: dict[str, Tensor], target: str, arch: str) -> list[Rule]:
+    if target == "detectron2":
+        return _TV_TO_D2 + _d2_fpn_rules(3 if arch == "one-stage" else 2)
+    rules = _TV_TO_MM + (_ONE_STAGE_TO_MM if arch == "one-stage" else [])
+    return rules + (_ATSS_TO_MM if _is_atss(state) else [])
 
 
 def import_state(state: dict[str, Tensor], source: str) -> ConversionResult:
@@ -308,8 +460,10 @@ EXPORT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
 def export_format(out: str | os.PathLike) -> str:
     """``'torch'`` for ``.pth`` / ``.pt`` / ``.pkl``, ``'safetensors'`` for ``.safetensors``.
 
-    The suffix decides, because the loaders decide by it too (detectron2 unpickles ``.pth`` /
-    ``.pkl`` files; a safetensors file named ``.pt`` fails there with an UnpicklingError).
+    The suffix decides, because the loaders decide by it too: detectron2 and mmengine pass
+    ``.pth`` / ``.pt`` to ``torch.load``, which cannot read a safetensors file (the error then
+    depends on the file's header bytes; with torch 2.15, UnpicklingError or KeyError), and
+    detectron2 reads ``.pkl`` with ``pickle``.
 
     Raises:
         ValueError: any other suffix.

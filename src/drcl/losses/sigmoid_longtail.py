@@ -183,11 +183,19 @@ class ECMSigmoidLoss(DenseClassificationLoss):
 class EqualizedFocalLoss(DenseClassificationLoss):
     """:func:`equalized_focal_loss` with the gradient statistics ``g_j`` kept as buffers.
 
-    In training, a hook on the logits adds each class's summed ``|dL/dz|`` over positive and
-    negative anchors to ``pos_grad`` / ``neg_grad`` (summed over ranks with
-    ``gather_distributed``), then ``pos_neg = clamp(pos_grad / neg_grad, 0, 1)`` — the official
-    code's update, after the backward pass of the step. ``pos_neg`` starts at 1 (plain focal
-    loss with γ_b). The buffers are saved in checkpoints, so a resumed run continues them.
+    In training, a hook on the logits stages each class's summed ``|dL/dz|`` over positive and
+    negative anchors; the staged sums are then added to ``pos_grad`` / ``neg_grad`` (summed over
+    ranks with ``gather_distributed``) and ``pos_neg = clamp(pos_grad / neg_grad, 0, 1)`` — the
+    official code's update, after the backward pass of the step. ``pos_neg`` starts at 1 (plain
+    focal loss with γ_b). The buffers are saved in checkpoints, so a resumed run continues them.
+
+    Mixed precision: under fp16 the hook sees gradients multiplied by the loss scaler's scale,
+    and an overflowing step gives inf. The training engine therefore calls
+    :meth:`defer_grad_stats` once and :meth:`end_grad_step` after every optimizer step with the
+    scale the step's backward used and whether the step was applied: staged sums are divided
+    by that scale, and a step the scaler skipped (or whose sums are not finite) adds nothing.
+    Used outside the engine (a plain ``loss.backward()``), each backward is added at once with
+    scale 1, and a non-finite one is dropped.
     """
 
     name = "efl"
@@ -206,6 +214,9 @@ class EqualizedFocalLoss(DenseClassificationLoss):
         self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("pos_neg", torch.ones(num_classes))
+        self._staged: tuple[Tensor, Tensor] | None = None  # (pos, neg) of the current step
+        self._deferred = False
+        self.skipped_grad_steps = 0  # steps whose statistics were dropped (skipped / non-finite)
 
     def forward(self, logits: Tensor, labels: Tensor, normalizer: float) -> Tensor:
         if self.training and logits.requires_grad:
@@ -216,14 +227,43 @@ class EqualizedFocalLoss(DenseClassificationLoss):
             logits, labels, normalizer, self.pos_neg, self.alpha, self.gamma_b, self.scale
         )
 
+    def defer_grad_stats(self) -> None:
+        """Stage the statistics until :meth:`end_grad_step` (the engine calls this once)."""
+        self._deferred = True
+
     @torch.no_grad()
     def _collect(self, grad: Tensor, target: Tensor, valid: Tensor) -> None:
         g = grad.abs().double() * valid
-        pos = (g * target).sum(0)
-        neg = (g * (1 - target)).sum(0)
+        pos, neg = (g * target).sum(0), (g * (1 - target)).sum(0)
+        if self._staged is not None:  # accumulation: several backward passes per step
+            pos, neg = pos + self._staged[0], neg + self._staged[1]
+        self._staged = (pos, neg)
+        if not self._deferred:
+            self.end_grad_step(1.0, True)
+
+    @torch.no_grad()
+    def end_grad_step(self, grad_scale: float, applied: bool) -> None:
+        """Add the staged sums of this optimizer step, unscaled, if the step was applied.
+
+        Args:
+            grad_scale: the loss scale the step's backward passes used (1 without a scaler).
+            applied: False when the optimizer step was skipped (non-finite loss, or the fp16
+                scaler found inf/NaN gradients); the staged sums are then dropped.
+        """
+        staged, self._staged = self._staged, None
         if self.gather_distributed and dist.is_available() and dist.is_initialized():
-            dist.all_reduce(pos)
-            dist.all_reduce(neg)
+            # every rank calls this once per step, so the collective stays matched
+            pos, neg = staged if staged is not None else (self.pos_grad * 0, self.neg_grad * 0)
+            flag = torch.tensor([float(staged is not None)], dtype=torch.float64, device=pos.device)
+            for t in (pos, neg, flag):
+                dist.all_reduce(t)
+            staged = (pos, neg) if flag.item() > 0 else None
+        if staged is None:
+            return
+        pos, neg = (t / grad_scale for t in staged)
+        if not applied or not (torch.isfinite(pos).all() and torch.isfinite(neg).all()):
+            self.skipped_grad_steps += 1
+            return
         self.pos_grad += pos
         self.neg_grad += neg
         self.pos_neg.copy_((self.pos_grad / (self.neg_grad + 1e-10)).clamp(0, 1))

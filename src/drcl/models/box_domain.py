@@ -10,7 +10,9 @@ pseudo boxes seen in two views (``docs/method.md``, "Box-domain stage"):
 - view 2 through the target detector (no grad, eval mode): its proposals + pseudo boxes of view 2,
   with the same ids;
 - the classifier is an MLP giving an embedding; per-id InfoNCE between online and target RoIs
-  (:func:`~drcl.losses.box_contrast.per_id_info_nce`) and L1 box regression to the pseudo boxes.
+  (:func:`~drcl.losses.box_contrast.per_id_info_nce`) and L1 box regression to the pseudo boxes,
+  summed over the 4 coordinates and divided by the number of RoIs as AlignDet does
+  (``pretrain.box.reg_norm``; AlignDet also regresses per class, drcl class-agnostically).
 
 The online detector's keys are torchvision's (``backbone.*``, ``rpn.*``, ``roi_heads.box_head.*``),
 so :meth:`BoxDomainModel.export_state_dict` loads straight into a fine-tuning detector; only
@@ -170,11 +172,18 @@ class BoxDomainModel(nn.Module):
         return det.roi_heads.box_predictor(det.roi_heads.box_head(pooled))
 
     def _box_regression(self, deltas: Tensor, rois: list[Tensor], matched: list[Tensor]) -> Tensor:
-        """L1 between predicted and encoded (torchvision's BoxCoder) deltas to the pseudo box."""
+        """L1 between predicted and encoded (torchvision's BoxCoder) deltas to the pseudo box.
+
+        ``reg_norm=aligndet``: ``sum_{r, k} |d_rk - t_rk| / R`` (AlignDet's mmdet ``L1Loss``
+        with ``avg_factor`` = the number of RoIs); ``mean``: the same sum / (4 R), a quarter.
+        """
         if deltas.shape[0] == 0:
             return deltas.sum() * 0.0  # keeps the predictor in the graph (DDP)
         targets = torch.cat(self.online.roi_heads.box_coder.encode(matched, rois))
-        return F.l1_loss(deltas, targets)
+        per_value = F.l1_loss(deltas, targets, reduction="none")  # (R, 4)
+        if self.cfg.reg_norm == "mean":
+            return per_value.mean()
+        return per_value.sum() / deltas.shape[0]
 
     @torch.no_grad()
     def update_target(self, progress: float) -> float:

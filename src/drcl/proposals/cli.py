@@ -13,5 +13,5 @@ def cli_proposals(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_output_file(args.out)  # before the (possibly long) detector run
-    run_proposals(cfg, args.out)
+    run_proposals(cfg, args.out, clean_detector=getattr(args, "clean_detector", False))
     return 0

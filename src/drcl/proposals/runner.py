@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
     from drcl.proposals.detector import class_agnostic_json, detect_proposals
 
     index = CocoIndex.from_file(cfg.data.train_ann)
-    work_dir = out.parent / f"{out.stem}.detector"
+    work_dir = detector_dir(out)
     agnostic = atomic_write_json(work_dir / "train_class_agnostic.json", class_agnostic_json(index))
     det_cfg = detector_config(cfg, agnostic)
     detector, device, _ = train_detector(det_cfg, work_dir, resume=True, stage="proposal_detector")
@@ -66,11 +67,50 @@ def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:
     )
 
 
-def run_proposals(cfg: Config, out: str | Path) -> Path:
-    """Write the proposals of ``pretrain.proposals.source`` to ``out``; returns its path."""
+def detector_dir(out: str | Path) -> Path:
+    """The proposal detector's run folder next to ``out``: ``OUT.detector/``."""
+    out = Path(out)
+    return out.parent / f"{out.stem}.detector"
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def _after_detector(out: Path, clean: bool) -> None:
+    """Say what ``OUT.detector/`` holds and delete it with ``clean``."""
+    folder = detector_dir(out)
+    if not folder.is_dir():
+        return
+    size = _folder_mb(folder)
+    if clean:
+        shutil.rmtree(folder)
+        log.info("deleted the proposal detector's run folder %s (%.0f MB)", folder, size)
+        return
+    log.info(
+        "kept the proposal detector's run folder %s (%.0f MB: checkpoints for a resumed run, "
+        "model_final.safetensors, logs); delete it, or pass --clean-detector next time",
+        folder,
+        size,
+    )
+
+
+def run_proposals(cfg: Config, out: str | Path, clean_detector: bool = False) -> Path:
+    """Write the proposals of ``pretrain.proposals.source`` to ``out``; returns its path.
+
+    ``source=detector`` trains in ``OUT.detector/``; ``clean_detector`` deletes that folder
+    once the proposals are written (it is kept by default: a rerun resumes from it).
+    """
     out = Path(out)
     index = CocoIndex.from_file(cfg.data.train_ann)
     source = cfg.pretrain.proposals.source
+    if source != "file" and cfg.pretrain.proposals.file:
+        log.warning(
+            "pretrain.proposals.file=%s is not read: pretrain.proposals.source=%s (set "
+            "source=file to use that file)",
+            cfg.pretrain.proposals.file,
+            source,
+        )
     if source == "gt":
         records = gt_proposals(index.data)
     elif source == "file":
@@ -81,6 +121,8 @@ def run_proposals(cfg: Config, out: str | Path) -> Path:
     else:
         records = run_detector_proposals(cfg, out)
     write_proposals(out, records)
+    if source == "detector":
+        _after_detector(out, clean_detector)
     per_image = Counter(r["image_id"] for r in records)
     labelled = sum(r.get("category_id") is not None for r in records)
     empty = len(index.image_ids) - len(per_image)

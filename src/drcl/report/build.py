@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -68,6 +69,7 @@ def build_report(
     gt: str | os.PathLike | None = None,
     train_ann: str | os.PathLike | None = None,
     ablation: str | os.PathLike | None = None,
+    seed_noise: float | None = None,
 ) -> Path:
     """Write the report folder comparing ``runs`` (and/or an ablation's results).
 
@@ -78,6 +80,8 @@ def build_report(
         train_ann: training json (long tail, class counts); default: ``data.train_ann``.
         ablation: a ``drcl ablate`` folder; its table over seeds becomes the first section.
             ``runs`` may then be empty.
+        seed_noise: AP points a seed alone moves a single run; best marks and deltas only
+            beyond it (None: none, with a note; :mod:`drcl.report.tables`).
 
     Returns:
         ``out_dir`` as a Path.
@@ -87,6 +91,8 @@ def build_report(
             cannot be replaced safely. Raised before anything is written.
     """
     out = Path(out_dir)
+    if seed_noise is not None and not (math.isfinite(seed_noise) and seed_noise >= 0):
+        raise ValueError(f"--seed-noise {seed_noise}: must be a finite number >= 0 (AP points)")
     ablation_results = load_ablation(ablation) if ablation is not None else None
     _check_inputs(runs, out, gt, train_ann, allow_no_runs=ablation_results is not None)
     taken: set[str] = set()
@@ -99,7 +105,7 @@ def build_report(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write_report(infos, tmp, gt_path, train_path, ablation_results)
+        _write_report(infos, tmp, gt_path, train_path, ablation_results, seed_noise)
         _make_readable(tmp)
         _publish(tmp, target)
     except BaseException:
@@ -179,15 +185,17 @@ def _write_report(
     gt: Path | None,
     train_ann: Path | None,
     ablation: dict | None = None,
+    seed_noise: float | None = None,
 ) -> None:
-    sections = _sections(runs, out, gt, train_ann) if runs else []
+    sections = _sections(runs, out, gt, train_ann, seed_noise) if runs else []
     if ablation is not None:
         blocks = ablation_section(ablation) + forest_section(ablation, out)
         sections.insert(0, Section("ablation", ABLATION_TITLE, blocks))
     names = ", ".join(r.name for r in runs)
     intro = (
         f"Comparison of {len(runs)} run(s): {names}. "
-        "In the metrics tables, (deltas) are against the table's first run."
+        "In the metrics tables, (deltas) are against the table's first run, shown only beyond "
+        "the stated seed noise."
     )
     if ablation is not None:
         intro = f"Ablation over seeds {ablation.get('seeds')}. " + (intro if runs else "")
@@ -204,13 +212,17 @@ def _write_report(
 
 
 def _sections(
-    runs: list[RunInfo], out: Path, gt: Path | None, train_ann: Path | None
+    runs: list[RunInfo],
+    out: Path,
+    gt: Path | None,
+    train_ann: Path | None,
+    seed_noise: float | None = None,
 ) -> list[Section]:
     counts = _instance_counts(train_ann)
     blocks = {
         "runs": runs_overview(runs, gt, train_ann),
-        "box": metrics_table(runs, "bbox"),
-        "mask": metrics_table(runs, "segm"),
+        "box": metrics_table(runs, "bbox", seed_noise),
+        "mask": metrics_table(runs, "segm", seed_noise),
         "curves": curves_section(runs, out),
         "cost": cost_table(runs),
         "box-composition": box_composition_section(runs, out),
@@ -220,7 +232,7 @@ def _sections(
         "errors": error_section(runs, gt, train_ann, out),
         "weight-norms": weight_norm_section(runs, train_ann, out),
         "attention": attention_section(runs, out),
-        "rarest": rarest_table(runs, counts),
+        "rarest": rarest_table(runs, counts, noise=seed_noise),
     }
     return [Section(key, SECTION_TITLES[key], list(b)) for key, b in blocks.items()]
 

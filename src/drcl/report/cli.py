@@ -24,6 +24,13 @@ def cli_report(args: argparse.Namespace) -> int:
     ablation = getattr(args, "ablation", None)
     if not runs and ablation is None:
         raise ValueError("no runs given (and no --ablation)")
-    out = build_report(runs, args.out, gt=gt, train_ann=train_ann, ablation=ablation)
+    out = build_report(
+        runs,
+        args.out,
+        gt=gt,
+        train_ann=train_ann,
+        ablation=ablation,
+        seed_noise=getattr(args, "seed_noise", None),
+    )
     log.info(f"report written to {out / 'index.html'} and {out / 'README.md'}")
     return 0

@@ -1,5 +1,10 @@
-"""Tables of the report: metrics side by side (best in bold, deltas vs the first run) and the AP
-of the rarest classes."""
+"""Tables of the report: metrics side by side and the AP of the rarest classes.
+
+A run folder holds one run (one seed), and the seed alone moves AP by 1-3 points on the demo
+(README). So "best" marks and deltas are shown only where a difference is larger than a stated
+seed noise (``drcl report --seed-noise N``, in AP points); without one, a one-line note says that
+single runs cannot rank them. The ablation section ranks by its own confidence intervals.
+"""
 
 from __future__ import annotations
 
@@ -29,36 +34,70 @@ def fmt_delta(value: float | None, ref: float | None) -> str:
     return f"{round(value, DECIMALS) - round(ref, DECIMALS):+.{DECIMALS}f}"
 
 
-def best_flags(values: list[float | None]) -> list[bool]:
-    """True where a value equals the column maximum at the shown precision (ties all bold)."""
+def best_flags(values: list[float | None], noise: float | None = None) -> list[bool]:
+    """True for the one value that beats every other by more than ``noise`` (shown precision).
+
+    No value is marked when ``noise`` is None (single runs cannot be ranked), when fewer than two
+    values are known, or on a tie (0.0 against 0.0 is no "best").
+    """
     shown = [None if v is None else round(v, DECIMALS) for v in values]
-    known = [v for v in shown if v is not None]
-    if not known:
+    known = sorted((v for v in shown if v is not None), reverse=True)
+    if noise is None or len(known) < 2 or known[0] - known[1] <= noise + 1e-9:
         return [False] * len(values)
-    top = max(known)
-    return [v is not None and math.isclose(v, top) for v in shown]
+    return [v is not None and math.isclose(v, known[0]) for v in shown]
 
 
-def comparison_rows(names: list[str], columns: list[list[float | None]]) -> list[list[Cell]]:
-    """Rows ``[name, v_1, ..., v_K]``: best per column bold; rows after the first show deltas.
+def shown_delta(value: float | None, ref: float | None, noise: float | None) -> str:
+    """:func:`fmt_delta` where ``|delta| > noise``; '' otherwise (and without a noise)."""
+    text = fmt_delta(value, ref)
+    if noise is None or not text or abs(float(text)) <= noise + 1e-9:
+        return ""
+    return text
+
+
+def comparison_rows(
+    names: list[str], columns: list[list[float | None]], noise: float | None = None
+) -> list[list[Cell]]:
+    """Rows ``[name, v_1, ..., v_K]``: the best per column bold and deltas vs the first row,
+    only where the difference exceeds ``noise`` (:func:`best_flags`, :func:`shown_delta`).
 
     Args:
         names: R row labels (runs).
         columns: K columns, each R values (None = unknown).
+        noise: the seed noise in AP points; None: nothing is marked.
     """
-    flags = [best_flags(col) for col in columns]
+    flags = [best_flags(col, noise) for col in columns]
     rows = []
     for r, name in enumerate(names):
         row = [Cell(name)]
         for k, col in enumerate(columns):
-            delta = fmt_delta(col[r], col[0]) if r > 0 else ""
+            delta = shown_delta(col[r], col[0], noise) if r > 0 else ""
             row.append(Cell(fmt(col[r]), bold=flags[k][r], delta=delta))
         rows.append(row)
     return rows
 
 
-def metrics_table(runs: list[RunInfo], iou_type: str) -> list[Table | Note | Text]:
-    """The box (``bbox``) or mask (``segm``) metrics of every run that has them."""
+def noise_note(num_runs: int, noise: float | None) -> Note | None:
+    """The one line that says why nothing (or little) is marked; None for a single row."""
+    if num_runs < 2:
+        return None
+    if noise is None:
+        return Note(
+            "single runs: the seed alone moves AP by 1-3 points, so one run per row cannot rank "
+            "them; no best marks or deltas (drcl report --seed-noise N marks differences larger "
+            "than N points; an ablation over seeds gives intervals)"
+        )
+    return Note(
+        f"best marks and deltas only where a difference exceeds the stated seed noise of "
+        f"{noise:g} AP points (single runs)"
+    )
+
+
+def metrics_table(
+    runs: list[RunInfo], iou_type: str, noise: float | None = None
+) -> list[Table | Note | Text]:
+    """The box (``bbox``) or mask (``segm``) metrics of every run that has them; ``noise``: the
+    stated seed noise in AP points (None: no best marks or deltas)."""
     have = [r for r in runs if iou_type in r.evals]
     what = IOU_TITLES[iou_type]
     if not have:
@@ -69,9 +108,14 @@ def metrics_table(runs: list[RunInfo], iou_type: str) -> list[Table | Note | Tex
     if any(metric_value(r.evals[iou_type], k) is not None for r in have for k in COCOLT_COLUMNS):
         cols += COCOLT_COLUMNS
     values = [[metric_value(r.evals[iou_type], k) for r in have] for k in cols]
-    rows = comparison_rows([r.name for r in have], values)
-    caption = f"{what} AP (%); best per column in bold; (delta) vs {have[0].name}"
+    rows = comparison_rows([r.name for r in have], values, noise)
+    caption = f"{what} AP (%)"
+    if noise is not None and len(have) > 1:
+        caption += f"; best per column in bold and (delta) vs {have[0].name}, beyond {noise:g}"
     blocks: list[Table | Note | Text] = [Table(["run", *cols], rows, caption)]
+    note = noise_note(len(have), noise)
+    if note is not None:
+        blocks.append(note)
     missing = [r.name for r in runs if r not in have]
     if missing:
         names = ", ".join(missing)
@@ -109,9 +153,13 @@ def rarest_order(
 
 
 def rarest_table(
-    runs: list[RunInfo], instance_counts: dict[int, int] | None, n: int = RAREST_N
+    runs: list[RunInfo],
+    instance_counts: dict[int, int] | None,
+    n: int = RAREST_N,
+    noise: float | None = None,
 ) -> list[Table | Note | Text]:
-    """AP (box, and mask where any run has it) of the ``n`` rarest classes, one column per run."""
+    """AP (box, and mask where any run has it) of the ``n`` rarest classes, one column per run;
+    the best of a row is bold only beyond ``noise`` (AP points)."""
     per_run = {t: [(r, _per_class(r, t)) for r in runs] for t in ("bbox", "segm")}
     per_run = {t: [(r, pc) for r, pc in v if pc] for t, v in per_run.items()}
     if not per_run["bbox"] and not per_run["segm"]:
@@ -138,9 +186,13 @@ def rarest_table(
         if instance_counts:
             row.append(Cell(str(instance_counts.get(cid, 0))))
         for columns in col_blocks:
-            flags = best_flags([col[i] for col in columns])
+            flags = best_flags([col[i] for col in columns], noise)
             row += [Cell(fmt(col[i]), bold=f) for col, f in zip(columns, flags, strict=True)]
         rows.append(row)
     how = "training instances" if instance_counts else "frequency group (no training counts)"
-    caption = f"{len(chosen)} rarest classes by {how}; AP (%); best of each row (box, mask) in bold"
-    return [Table(header, rows, caption, left_columns=3)]
+    caption = f"{len(chosen)} rarest classes by {how}; AP (%)"
+    if noise is not None:
+        caption += f"; best of each row (box, mask) in bold, beyond {noise:g}"
+    blocks: list[Table | Note | Text] = [Table(header, rows, caption, left_columns=3)]
+    note = noise_note(max(len(p) for p in per_run.values()), noise)
+    return blocks + ([note] if note is not None else [])
