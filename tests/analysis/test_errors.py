@@ -175,9 +175,14 @@ def test_empty_inputs():
     res = error_breakdown(gt, [])
     expect(res, "f", missed=1)
     expect(res, "r", missed=1)
-    assert res["groups"]["r"]["shares"] == dict.fromkeys(ERROR_TYPES, 0.0)
+    # no detections: shares unknown (None, printed n/a), not 0.0 (issue 26)
+    assert res["groups"]["r"]["shares"] == dict.fromkeys(ERROR_TYPES, None)
     res = error_breakdown(gt_dict([]), [])
     assert res["groups"]["all"]["num_detections"] == 0 and res["groups"]["all"]["num_gt"] == 0
+    assert res["groups"]["all"]["missed_share"] is None
+    assert "n/a" in format_error_table({"run": res}) and "0.0%" not in format_error_table(
+        {"run": res}
+    )
     res = error_breakdown(gt_dict([]), [det(2, A, 0.3)])
     expect(res, "c", background=1)
 

@@ -321,8 +321,28 @@ def test_cli_writes_json_and_prints_table(toy, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"random", "seed1"}
     assert result["runs"]["random"] == {**result["runs"]["seed1"], "seconds": ANY}
+    assert result["inputs"]["options"]["readouts"] == ["C5"]
     text = capsys.readouterr().out
     assert "readout C5" in text and "frequent" in text and "erank" in text
+
+
+def test_cli_reads_data_and_model_from_config(toy, tmp_path):
+    out = tmp_path / "probe.json"
+    sets = [
+        f"data.train_ann={toy['train'][0]}",
+        f"data.train_images={toy['train'][1]}",
+        "data.val_ann=elsewhere.json",
+        "data.val_images=elsewhere",
+        "model.fpn_channels=64",
+    ]
+    argv = ["analyze", "probe", "--weights", "random", "--config", "configs/finetune/demo.yaml",
+            "--set", *sets, "--eval-ann", toy["val"][0], "--eval-images", toy["val"][1],
+            "--out", str(out), "--size", "32", "--readouts", "C3"]  # fmt: skip
+    assert main(argv) == 0  # the eval flags win over data.val_*
+    result = json.loads(out.read_text())
+    assert result["inputs"]["train_ann"] == toy["train"][0]
+    assert result["inputs"]["eval_ann"] == toy["val"][0]
+    assert result["inputs"]["options"]["fpn_channels"] == 64
 
 
 class _Any:

@@ -82,7 +82,12 @@ def test_detector_budget_is_dataset_proportional() -> None:
     demo = load_config(ROOT / "pretrain" / "demo.yaml", ["pretrain.proposals.source=detector"])
     det = detector_config(demo, Path("agnostic.json"))
     assert det.train.max_iters == demo.pretrain.proposals.detector_iters == 200
-    bad = load_config(None, ["pretrain.proposals.detector_epochs=-1"])
+    with pytest.raises(ValueError, match="detector_epochs': got -1, must be >= 0"):
+        load_config(None, ["pretrain.proposals.detector_epochs=-1"])  # refused at load time
+    # and by the proposal stage itself, for a config built without the loader
+    bad = OmegaConf.merge(
+        OmegaConf.structured(Config), {"pretrain": {"proposals": {"detector_epochs": -1}}}
+    )
     with pytest.raises(ValueError, match="detector_epochs"):
         detector_config(bad, Path("agnostic.json"))
 

@@ -12,6 +12,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from drcl.utils.io import refuse_overwriting_inputs
+
 
 def parse_named(items: list[str], flag: str) -> dict[str, str]:
     """``['a=x.json', 'y.json']`` -> ``{'a': 'x.json', 'y': 'y.json'}``; names must be unique."""
@@ -142,23 +144,34 @@ def _probe_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- entry point
 
 
+def _refuse_inputs(out: str, inputs: dict) -> None:
+    """An output that is one of the inputs is refused before any work. (An input inside the
+    output folder is fine: the analyses write new names into it, they do not replace it.)"""
+    refuse_overwriting_inputs(out, inputs, "--out")
+
+
 def _errors(ns: argparse.Namespace) -> None:
     from drcl.analysis.runner import run_errors
 
     runs = parse_named(ns.dets, "--dets")
+    _refuse_inputs(ns.out, {"--gt": ns.gt, "--train-ann": ns.train_ann, **runs})
     run_errors(ns.gt, runs, ns.out, ns.train_ann, ns.t_f, ns.t_b, ns.max_dets, ns.min_score)
 
 
 def _weight_norms(ns: argparse.Namespace) -> None:
     from drcl.analysis.runner import run_weight_norms
 
-    run_weight_norms(parse_named(ns.ckpt, "--ckpt"), ns.train_ann, ns.out)
+    ckpts = parse_named(ns.ckpt, "--ckpt")
+    _refuse_inputs(ns.out, {"--train-ann": ns.train_ann, **ckpts})
+    run_weight_norms(ckpts, ns.train_ann, ns.out)
 
 
 def _attention(ns: argparse.Namespace) -> None:
     from drcl.analysis.runner import run_attention
     from drcl.config import load_config
 
+    inputs = {"--config": ns.config, "--ann": ns.ann, "--image-dir": ns.image_dir}
+    _refuse_inputs(ns.out, {**inputs, **parse_named(ns.ckpt, "--ckpt")})
     run_attention(
         load_config(ns.config, ns.set),
         parse_named(ns.ckpt, "--ckpt"),
@@ -177,6 +190,9 @@ def _box_composition(ns: argparse.Namespace) -> None:
     from drcl.analysis.runner import run_box_composition
 
     runs = parse_named(ns.runs, "runs")
+    json_twin = str(Path(ns.out).with_suffix(".json"))
+    for out in (ns.out, json_twin):
+        refuse_overwriting_inputs(out, runs, "--out")
     run_box_composition(runs, ns.out, ns.simulate, ns.set, ns.interval)
 
 

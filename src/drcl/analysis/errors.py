@@ -341,16 +341,20 @@ def _assign_all(
 
 
 def _group_summary(row: np.ndarray) -> dict[str, Any]:
-    """Counts, shares of the detection types (sum to 1 when there are detections), missed rate."""
+    """Counts, shares of the detection types (sum to 1 when there are detections), missed rate.
+
+    A group without detections has no shares, and one without ground truth no missed rate:
+    None (json null, printed n/a), never 0.0.
+    """
     counts = {k: int(v) for k, v in zip(COUNT_KEYS, row, strict=True)}
     n = sum(counts[k] for k in ERROR_TYPES)
     num_gt = counts["correct"] + counts["missed"]  # every non-crowd GT is matched or missed
     return {
         "counts": counts,
-        "shares": {k: counts[k] / n if n else 0.0 for k in ERROR_TYPES},
+        "shares": {k: counts[k] / n if n else None for k in ERROR_TYPES},
         "num_detections": n,
         "num_gt": num_gt,
-        "missed_share": counts["missed"] / num_gt if num_gt else 0.0,
+        "missed_share": counts["missed"] / num_gt if num_gt else None,
     }
 
 
@@ -456,6 +460,10 @@ def plot_error_breakdown(
     return save_figure(fig, out_png)
 
 
+def _share(value: float | None) -> str:
+    return f"{'n/a':>9}" if value is None else f"{100 * value:8.1f}%"
+
+
 def format_error_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Plain-text table: one row per run and group, shares in percent, missed as a GT fraction."""
     short = {"classification": "class", "location": "loc", "background": "bg"}
@@ -465,7 +473,7 @@ def format_error_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for name, res in results.items():
         for g in (*GROUPS, "all"):
             s = res["groups"][g]
-            shares = " ".join(f"{100 * s['shares'][k]:8.1f}%" for k in ERROR_TYPES)
-            missed = f"{100 * s['missed_share']:8.1f}%"
+            shares = " ".join(_share(s["shares"][k]) for k in ERROR_TYPES)
+            missed = _share(s["missed_share"])
             lines.append(f"{name[:16]:<16} {g:<6} {s['num_detections']:>8} {shares} {missed}")
     return "\n".join(lines)

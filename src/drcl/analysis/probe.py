@@ -876,6 +876,7 @@ def run_probes(
             "train_images": data.train_images,
             "eval_ann": data.eval_index.path,
             "eval_images": data.eval_images,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
             "weights": {n: str(w) if not isinstance(w, nn.Module) else type(w).__name__
                         for n, w in weights.items()},
         }  # fmt: skip

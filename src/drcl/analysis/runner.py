@@ -126,16 +126,17 @@ def _target_category(anns: list[dict], image_id: int, forced: int | None, source
 
 
 def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced: int | None):
-    """Images (3, H, W) in [0, 1] and their target labels 1..C; plus the number of classes."""
+    """Images (3, H, W) in [0, 1] and the category id to explain on each (ids, not labels:
+    each checkpoint maps them to its own labels, :func:`attention_labels`)."""
     from drcl.data.dataset import read_image_rgb
 
     data = read_json(ann_path)
-    cat_ids = sorted(int(c["id"]) for c in data["categories"])
+    cat_ids = {int(c["id"]) for c in data["categories"]}
     images = {int(img["id"]): img for img in data["images"]}
     anns: dict[int, list[dict]] = {}
     for a in data["annotations"]:
         anns.setdefault(int(a["image_id"]), []).append(a)
-    tensors, labels = [], []
+    tensors, categories = [], []
     for iid in ids:
         if iid not in images:
             raise ValueError(f"{ann_path}: no image with id {iid}")
@@ -143,8 +144,33 @@ def load_attention_inputs(ann_path: str, image_dir: str, ids: list[int], forced:
         if cid not in cat_ids:
             raise ValueError(f"{ann_path}: category id {cid} is not one of its categories")
         tensors.append(read_image_rgb(image_path(image_dir, images[iid], f"image {iid}")))
-        labels.append(cat_ids.index(cid) + 1)
-    return tensors, labels, len(cat_ids)
+        categories.append(cid)
+    return tensors, categories
+
+
+def attention_labels(ckpt: str, ann_path: str, cat_ids: list[int]) -> tuple[list[int], int]:
+    """The checkpoint's labels of ``cat_ids`` and its number of classes, through its category
+    record (:func:`~drcl.data.categories.categories_for_checkpoint`); a checkpoint without one
+    takes ``ann_path``'s categories, with a warning."""
+    from drcl.analysis.weight_norms import weights_file
+    from drcl.data.categories import CategoryTable, categories_for_checkpoint
+
+    table = categories_for_checkpoint(weights_file(ckpt))
+    if table is None:
+        log.warning(
+            "%s: no category record; its labels are taken as %s's categories in id order",
+            ckpt,
+            ann_path,
+        )
+        table = CategoryTable.from_coco(ann_path)
+    by_id = table.by_id()
+    missing = [c for c in cat_ids if c not in by_id]
+    if missing:
+        raise ValueError(
+            f"{ckpt}: category id {missing[0]} is not one of the model's training categories "
+            f"({table.source or 'its record'})"
+        )
+    return [by_id[c].label for c in cat_ids], table.num_classes
 
 
 def _load_detector(cfg: Config, num_classes: int, ckpt: str, device: str) -> torch.nn.Module:
@@ -185,9 +211,12 @@ def run_attention(
     from drcl.analysis.attention import gradcam, plot_attention
 
     ann, image_dir = ann or cfg.data.val_ann, image_dir or cfg.data.val_images
-    images, labels, num_classes = load_attention_inputs(ann, image_dir, image_ids, category_id)
+    images, cat_ids = load_attention_inputs(ann, image_dir, image_ids, category_id)
     maps: dict[str, list[np.ndarray]] = {}
+    first_labels: list[int] = []
     for name, path in runs.items():
+        labels, num_classes = attention_labels(path, ann, cat_ids)
+        first_labels = first_labels or labels
         model = _load_detector(cfg, num_classes, path, device)
         maps[name] = [
             gradcam(model, im, lab, layer) for im, lab in zip(images, labels, strict=True)
@@ -196,7 +225,7 @@ def run_attention(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     out = Path(out)
-    rows = [f"image {i} / label {lab}" for i, lab in zip(image_ids, labels, strict=True)]
+    rows = [f"image {i} / category {c}" for i, c in zip(image_ids, cat_ids, strict=True)]
     plot_attention(images, maps, out / "attention.png", row_labels=rows)
     arrays = {
         f"{name}/{iid}": m
@@ -204,7 +233,13 @@ def run_attention(
         for iid, m in zip(image_ids, ms, strict=True)
     }
     _save_npz(out / "attention.npz", arrays)
-    meta = {"config": config_name, "ckpt": runs, "images": image_ids, "labels": labels}
+    meta = {
+        "config": config_name,
+        "ckpt": runs,
+        "images": image_ids,
+        "category_ids": cat_ids,
+        "labels": first_labels,  # of the first checkpoint
+    }
     atomic_write_json(out / "attention.json", meta | {"layer": layer}, indent=2)
     log.info("wrote %s (%d images x %d checkpoints)", out / "attention.png", len(images), len(runs))
     return out / "attention.png"

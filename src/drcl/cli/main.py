@@ -29,6 +29,7 @@ from drcl.predict.cli import add_predict_args, cli_predict, cli_test
 from drcl.pretrain.cli import cli_pretrain
 from drcl.proposals.cli import cli_proposals
 from drcl.report.cli import cli_report
+from drcl.utils.errors import UserError
 
 log = logging.getLogger("drcl")
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE
@@ -37,6 +38,21 @@ SIGPIPE_EXIT = 141  # 128 + SIGPIPE
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (with optional _base_ inheritance)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=0.01")
+
+
+def _add_run_folder_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --work-dir from its latest good checkpoint, with its own "
+        "config.yaml (overrides may change only logging, checkpointing, workers, device)",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--work-dir holds another run: move it aside to DIR.old-<time> and start anew",
+    )
 
 
 def _data_parsers(sub: argparse._SubParsersAction) -> None:
@@ -179,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="2DRCL pre-training")
     _add_config_args(p)
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, config")
-    p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
+    _add_run_folder_args(p)
     p.set_defaults(handler=cli_pretrain)
 
     p = sub.add_parser(
@@ -201,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--work-dir", required=True, help="run folder: checkpoints, logs, metrics")
     p.add_argument("--init", help="pre-trained weights (safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint")
+    _add_run_folder_args(p)
     _add_category_mismatch_arg(p)
     p.set_defaults(handler=cli_finetune)
 
@@ -357,7 +373,9 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``drcl ARGV``; return the exit code (0 ok, 1 user error, 2 usage, 3 not implemented).
+    """Run ``drcl ARGV``; return the exit code: 0 ok, 1 user error (one line and a hint), 2 usage,
+    3 not implemented, 70 internal error (a bug: traceback in a log file, or on stderr with
+    ``-v``), 130 interrupted, 141 closed stdout.
 
     A closed stdout (``drcl evaluate ... | head -3``) ends the command quietly with 141, the
     shell's code for a process killed by SIGPIPE, as ``head`` users expect of Unix tools.
@@ -404,12 +422,71 @@ def _run(argv: list[str] | None) -> int:
         return 1
     except BrokenPipeError:
         raise
-    except (ValueError, FloatingPointError, OSError, UnpicklingError) as err:
-        # User-facing errors (bad config, bad data, missing or unreadable files): one clear
-        # line, exit 1. (ConfigError is a ValueError; OSError covers folders given for files,
-        # permissions, full disks.)
+    except KeyboardInterrupt:
+        log.error("drcl %s: interrupted", args.command)
+        return INTERRUPTED_EXIT
+    except (UserError, *USER_ERRORS) as err:
+        # User-facing errors (bad config, bad data, missing or unreadable files, a reused
+        # output or run folder, a full disk): one clear line, a hint where there is one, exit 1.
+        # (ConfigError is a ValueError; OSError covers folders given for files, permissions.)
         log.error("drcl %s: error: %s", args.command, user_message(err))
+        hint = getattr(err, "hint", None) or _hint(err)
+        if hint:
+            log.error("  hint: %s", hint)
         return 1
+    except Exception as err:  # noqa: BLE001 (a bug: reported as one, never as a bare traceback)
+        if type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            log.error("drcl %s: error: out of GPU memory: %s", args.command, str(err)[:200])
+            log.error("  hint: lower train.batch_size (with train.accumulate to keep the batch)")
+            return 1
+        return internal_error(args.command, err, args.verbose)
+
+
+# Exceptions that mean bad input or a bad environment, not a bug of drcl.
+USER_ERRORS = (ValueError, FloatingPointError, OSError, UnpicklingError)
+INTERRUPTED_EXIT = 130  # 128 + SIGINT
+INTERNAL_ERROR_EXIT = 70  # sysexits' EX_SOFTWARE: a bug of drcl
+BUG_REPORT = "the drcl issue tracker"  # where the project's bug reports go
+
+
+def _hint(err: BaseException) -> str | None:
+    from drcl.utils.io import is_disk_full
+
+    if is_disk_full(err):
+        return "free space on that disk (or write elsewhere) and run again"
+    if isinstance(err, PermissionError):
+        return "check the permissions of that path, or write elsewhere"
+    return None
+
+
+def internal_error(command: str, err: BaseException, verbose: bool) -> int:
+    """Report an unexpected exception as a bug: one header line; the traceback goes to a log
+    file, and to stderr with ``-v``."""
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(err))
+    log_path = None
+    try:
+        fd, log_path = tempfile.mkstemp(
+            prefix=f"drcl-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log"
+        )
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"drcl {' '.join(sys.argv[1:])}\n{text}")
+    except OSError:  # a full or read-only /tmp must not hide the report
+        log_path = None
+    log.error(
+        "drcl %s: internal error (this is a bug in drcl, not in your input): %s: %s",
+        command,
+        type(err).__name__,
+        str(err).splitlines()[0] if str(err) else "",
+    )
+    where = f"the traceback is in {log_path}" if log_path else "rerun with -v for the traceback"
+    log.error("  please report it at %s; %s", BUG_REPORT, where)
+    if verbose:
+        sys.stderr.write(text)
+    return INTERNAL_ERROR_EXIT
 
 
 def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -427,7 +504,8 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
 def user_message(err: BaseException) -> str:
     """The message of ``err``; for an error re-raised from a DataLoader worker (which carries
     the worker's whole traceback), only its last line, the original error."""
-    if isinstance(err, OSError) and err.strerror and err.filename:
+    plain_os_error = isinstance(err, OSError) and not isinstance(err, UserError)
+    if plain_os_error and err.strerror and err.filename:
         return f"{err.filename}: {err.strerror}"
     if isinstance(err, UnpicklingError):
         return "not a checkpoint that loads without running code (weights_only); refused"

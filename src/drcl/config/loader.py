@@ -1,4 +1,9 @@
-"""Load YAML configs with ``_base_`` inheritance and ``a.b=c`` overrides onto the typed schema."""
+"""Load YAML configs with ``_base_`` inheritance and ``a.b=c`` overrides onto the typed schema.
+
+Refused at load time, with the file (and line) or override named: a file that is not UTF-8,
+a duplicate key in one mapping, a ``_base_`` that is not a string or a list of strings, an
+unknown key, a wrong type, and a value outside its range (``drcl.config.ranges``).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,54 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from drcl.config.ranges import violations
 from drcl.config.schema import LOSSES_BY_ARCH, Config
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` keeps the last of two equal keys silently (two ``train:`` blocks: the
+    first is dropped); this loader refuses them, naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"line {line}: duplicate key '{key}' (first at line {seen[key]}); "
+                    "merge the two blocks"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(path: Path) -> Any:
+    from drcl.utils.io import read_text_utf8
+
+    try:
+        text = read_text_utf8(path, "YAML config")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+
+
+def _bases_of(raw: dict, path: Path) -> list[str]:
+    bases = raw.pop("_base_", [])
+    if isinstance(bases, str):
+        return [bases]
+    if isinstance(bases, list) and all(isinstance(b, str) for b in bases):
+        return bases
+    raise ConfigError(f"{path}: _base_ must be a file name or a list of file names, got {bases!r}")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -26,14 +74,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(map(str, seen))}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    raw = _parse_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    bases = raw.pop("_base_", [])
-    bases = [bases] if isinstance(bases, str) else list(bases)
+    bases = _bases_of(raw, path)
     merged = OmegaConf.create()
     for base in bases:
         base_dict = _read_yaml(path.parent / base, (*seen, path))
@@ -96,8 +140,20 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise ConfigError(_describe(err, f"override {item!r}")) from err
+    check_ranges(cfg, path, overrides or [])
     check_arch_loss(cfg)
     return cfg  # type: ignore[return-value]
+
+
+def check_ranges(
+    cfg: Config, path: str | os.PathLike | None = None, overrides: list[str] = ()
+) -> None:
+    """Refuse the first value outside its range (``drcl.config.ranges.RANGES``), naming the
+    override or file that set it, the key, the value and the range."""
+    for key, value, rule in violations(cfg):
+        setters = [o for o in overrides if o.split("=", 1)[0].strip() == key]
+        source = f"override {setters[-1]!r}" if setters else str(path or "defaults")
+        raise ConfigError(f"{source}: key '{key}': got {value!r}, {rule}")
 
 
 def check_arch_loss(cfg: Config) -> None:

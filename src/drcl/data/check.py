@@ -252,9 +252,45 @@ def _segmentation_issue(segm: Any, size: tuple[int, int] | None) -> str | None:
         return "RLE 'size' must be [height, width]"
     if size is not None and rle_size != [size[1], size[0]]:
         return f"RLE size {rle_size} differs from the image's [height, width] {[size[1], size[0]]}"
-    if isinstance(counts, list) and sum(counts) != rle_size[0] * rle_size[1]:
+    if isinstance(counts, str):
+        try:
+            counts = rle_string_counts(counts)
+        except ValueError as err:
+            return f"RLE 'counts' string is malformed: {err}"
+    if sum(counts) != rle_size[0] * rle_size[1]:
         return f"RLE counts sum to {sum(counts)}, expected height*width = {math.prod(rle_size)}"
     return None
+
+
+def rle_string_counts(text: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``: 5-bit
+    groups offset by 48, bit 0x20 = more groups follow, bit 0x10 of the last = negative; from
+    the third run on, a delta to the run two before).
+
+    Raises:
+        ValueError: a character outside the alphabet, a run cut short, or a negative run.
+    """
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                raise ValueError("early end")
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {text[pos]!r} at {pos} is not RLE")
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos, shift = pos + 1, shift + 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            raise ValueError(f"negative run length {value} at run {len(counts)}")
+        counts.append(value)
+    return counts
 
 
 def _annotation_issues(
@@ -462,13 +498,16 @@ def _images_folder_problem(file: str, image_dir: str | os.PathLike | None) -> Pr
 
 
 def _load(path: Path) -> tuple[Any, Problem | None]:
+    from drcl.utils.io import read_text_utf8
+
     try:
-        with open(path) as fh:
-            return json.load(fh), None
+        return json.loads(read_text_utf8(path, "json")), None
     except json.JSONDecodeError as err:
         msg = f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         return None, Problem(str(path), "file", "-", "-", msg)
-    except (OSError, UnicodeDecodeError) as err:
+    except ValueError as err:  # compressed, UTF-16, not UTF-8, a folder: named by the reader
+        return None, Problem(str(path), "file", "-", "-", str(err).split(": ", 1)[-1])
+    except OSError as err:
         return None, Problem(str(path), "file", "-", "-", f"cannot read: {err}")
 
 

@@ -29,8 +29,8 @@ def cli_check(args: argparse.Namespace) -> int:
     from drcl.utils.io import check_output_file
 
     max_print = getattr(args, "max_print", 200)
-    if getattr(args, "fix_out", None):
-        check_output_file(args.fix_out, "--fix-out")
+    if getattr(args, "fix_out", None):  # never over the input (links and hard links too)
+        check_output_file(args.fix_out, "--fix-out", inputs={"ANN": args.ann}, suffixes=(".json",))
     problems = check_annotations(args.ann, args.images)
     rank = {"error": 0, "warning": 1, "info": 2}  # errors first when --max-print truncates
     ordered = sorted(problems, key=lambda p: rank[p.severity])
@@ -53,8 +53,8 @@ def cli_stats(args: argparse.Namespace) -> int:
     from drcl.data.stats import write_stats
     from drcl.utils.io import check_output_file
 
-    if args.out:
-        check_output_file(args.out)
+    if args.out:  # a PNG: `stats.txt` is refused rather than filled with PNG bytes
+        check_output_file(args.out, inputs={"ANN": args.ann}, suffixes=(".png",))
     rare_max = getattr(args, "rare_max", None)
     common_max = getattr(args, "common_max", None)
     write_stats(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from drcl.utils.errors import DiskFullError, UserError
 from drcl.utils.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupted or unsafe to load."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, corrupted, unsafe to load, or does not fit the model."""
 
 
 def sha256_of(path: str | Path) -> str:
@@ -39,8 +40,15 @@ def save_checkpoint(
 ) -> Path:
     """Write ``state`` as ``work_dir/ckpt_{iteration}.pt`` atomically, then prune old ones."""
     path = Path(work_dir) / f"ckpt_{iteration:07d}.pt"
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-    atomic_write_text(f"{path}.sha256", sha256_of(path) + "\n")
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write_text(f"{path}.sha256", sha256_of(path) + "\n")
+    except DiskFullError as err:  # nothing partial is left; the previous checkpoint is kept
+        Path(f"{path}.sha256").unlink(missing_ok=True)
+        raise DiskFullError(
+            f"{err} (checkpoint of iteration {iteration})",
+            hint=f"free space, then `--resume` continues {work_dir} from its last good checkpoint",
+        ) from err
     if keep > 0:
         for old in list_checkpoints(work_dir)[:-keep]:
             old.unlink(missing_ok=True)
@@ -69,6 +77,22 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError or RuntimeError variants
         raise CheckpointError(f"{path}: refused or unreadable checkpoint: {err}") from err
+
+
+def load_into(module: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """``module.load_state_dict(state)``; a checkpoint of another model shape is a
+    :class:`CheckpointError` naming the first mismatching key, not torch's page of them."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+        first = lines[0] if lines else str(err).splitlines()[0]
+        raise CheckpointError(
+            f"{path}: does not fit this model ({first[:300]})",
+            hint="the run's model or data changed since the checkpoint was written (e.g. "
+            "model.* or the number of categories); resume with the run's own config, or "
+            "start a new --work-dir",
+        ) from None
 
 
 def latest_good_checkpoint(work_dir: str | Path) -> Path | None:

@@ -28,6 +28,7 @@ from drcl.engine import checkpoint as ckpt
 from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.logging import MetricLogger
+from drcl.utils.errors import NoBatchError
 from drcl.utils.io import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ class Trainer:
             "cost": self.cost.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._unwrapped().load_state_dict(state["model"])
+    def load_state_dict(self, state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        ckpt.load_into(self._unwrapped(), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -169,7 +170,7 @@ class Trainer:
         path = ckpt.latest_good_checkpoint(self.work_dir)
         if path is None:
             return False
-        self.load_state_dict(ckpt.load_state(path, map_location=self.device))
+        self.load_state_dict(ckpt.load_state(path, map_location=self.device), path)
         self.resumed = True
         _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
         if self.dist.is_main:
@@ -196,7 +197,11 @@ class Trainer:
                 produced = True
                 yield batch
             if not produced and fresh:
-                raise RuntimeError("the training data produced no batch (empty dataset?)")
+                raise NoBatchError(
+                    "the training data produced no batch",
+                    hint="is the training set empty, or was every image skipped "
+                    "(data.on_error=skip)? run `drcl data check` on data.train_ann",
+                )
             p.epoch += 1
             fresh = True
 

@@ -15,7 +15,7 @@ def cli_export(args: argparse.Namespace) -> int:
     from drcl.utils.io import check_output_file
 
     export_format(args.out)  # a wrong suffix or an unwritable path fails before any reading
-    check_output_file(args.out)
+    check_output_file(args.out, inputs={"CHECKPOINT": args.checkpoint})
     state = _read_state(args.checkpoint)
     result = export_state(state, args.to, getattr(args, "arch", None))
     if not result.state:

@@ -1,4 +1,4 @@
-"""``drcl finetune CONFIG --work-dir DIR [--init W] [--resume] [key=value ...]``."""
+"""``drcl finetune CONFIG --work-dir DIR [--init W] [--resume | --overwrite] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,23 @@ log = logging.getLogger(__name__)
 
 
 def cli_finetune(args: argparse.Namespace) -> int:
-    """Load the config, run :func:`drcl.finetune.runner.run_finetune`, log the headline APs."""
-    from drcl.config import load_config
-    from drcl.finetune.runner import run_finetune
+    """Check the run folder (:func:`drcl.config.run_folder.prepare_run`) and the validation ground
+    truth (as ``drcl evaluate`` will), run :func:`drcl.finetune.runner.run_finetune`, log the
+    headline APs."""
+    from drcl.config.run_folder import prepare_run
+    from drcl.evaluation.gt_checks import check_ground_truth
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = prepare_run(
+        args.config,
+        args.overrides,
+        args.work_dir,
+        args.resume,
+        getattr(args, "overwrite", False),
+        inputs={"--init": args.init},
+    )
+    check_ground_truth(cfg.data.val_ann, "data.val_ann")  # before training, not after it
+    from drcl.finetune.runner import run_finetune  # torch: after the checks, so they are instant
+
     if getattr(args, "allow_category_mismatch", False):
         cfg.data.allow_category_mismatch = True
     results = run_finetune(cfg, args.work_dir, init=args.init, resume=args.resume)

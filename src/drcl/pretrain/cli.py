@@ -1,4 +1,4 @@
-"""``drcl pretrain CONFIG --work-dir DIR [--resume] [key=value ...]``."""
+"""``drcl pretrain CONFIG --work-dir DIR [--resume | --overwrite] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ log = logging.getLogger(__name__)
 
 
 def cli_pretrain(args: argparse.Namespace) -> int:
-    """Load the config and run :func:`drcl.pretrain.runner.run_pretrain`."""
-    from drcl.config import load_config
-    from drcl.pretrain.runner import run_pretrain
+    """Check the run folder (:func:`drcl.config.run_folder.prepare_run`: a folder holding another
+    run is refused, ``--resume`` keeps the run's config), then run
+    :func:`drcl.pretrain.runner.run_pretrain`."""
+    from drcl.config.run_folder import prepare_run
 
-    out = run_pretrain(load_config(args.config, args.overrides), args.work_dir, args.resume)
+    cfg = prepare_run(
+        args.config, args.overrides, args.work_dir, args.resume, getattr(args, "overwrite", False)
+    )
+    from drcl.pretrain.runner import run_pretrain  # torch: after the checks, so they are instant
+
+    out = run_pretrain(cfg, args.work_dir, args.resume)
     log.info("pre-trained weights: %s", out)
     return 0

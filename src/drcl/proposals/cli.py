@@ -7,11 +7,16 @@ import argparse
 
 def cli_proposals(args: argparse.Namespace) -> int:
     """Load the config and run :func:`drcl.proposals.runner.run_proposals`."""
+    from omegaconf import OmegaConf
+
     from drcl.config import load_config
     from drcl.proposals.runner import run_proposals
     from drcl.utils.io import check_output_file
 
     cfg = load_config(args.config, args.overrides)
-    check_output_file(args.out)  # before the (possibly long) detector run
+    inputs = {"CONFIG": args.config, "pretrain.proposals.file": cfg.pretrain.proposals.file}
+    for key in ("train_ann", "val_ann"):
+        inputs[f"data.{key}"] = None if OmegaConf.is_missing(cfg.data, key) else cfg.data[key]
+    check_output_file(args.out, inputs=inputs)  # before the (possibly long) detector run
     run_proposals(cfg, args.out, clean_detector=getattr(args, "clean_detector", False))
     return 0

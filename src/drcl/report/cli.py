@@ -13,6 +13,7 @@ def cli_report(args: argparse.Namespace) -> int:
     """``drcl report [NAME=]RUN_DIR... [--ablation DIR] --out DIR [--gt JSON] [--train-ann F]``."""
     from drcl.report.build import build_report
     from drcl.report.runs import parse_run_spec
+    from drcl.utils.io import refuse_overwriting_inputs
 
     runs: dict[str, Path] = {}
     for spec in args.runs:
@@ -24,6 +25,8 @@ def cli_report(args: argparse.Namespace) -> int:
     ablation = getattr(args, "ablation", None)
     if not runs and ablation is None:
         raise ValueError("no runs given (and no --ablation)")
+    inputs = {**{f"run {n}": p for n, p in runs.items()}, "--gt": gt, "--train-ann": train_ann}
+    refuse_overwriting_inputs(args.out, {**inputs, "--ablation": ablation}, "--out", folder=True)
     out = build_report(
         runs,
         args.out,
