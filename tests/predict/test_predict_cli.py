@@ -97,9 +97,9 @@ def test_test_command_gives_the_same_numbers(run, tiny_demo, capsys):
     argv = ["test", str(run / "model_final.safetensors"), "--gt", str(d["val_ann"])]
     assert main([*argv, "--images", str(d["val_images"])]) == 0
     assert "APr" in capsys.readouterr().out  # the per-class / per-group table is printed
-    tested = json.loads((run / "test_val/metrics_bbox.json").read_text())
+    tested = json.loads((run / "eval-val/metrics_bbox.json").read_text())
     _assert_same_metrics(tested, json.loads(before))
-    assert (run / "test_val/detections_bbox.json").is_file()
+    assert (run / "eval-val/detections_bbox.json").is_file()
     assert (run / "eval/metrics_bbox.json").read_bytes() == before  # the run's eval/ untouched
     # the run's own eval/ is refused as an output folder
     code = main([*argv, "--images", str(d["val_images"]), "--out", str(run / "eval")])
@@ -171,7 +171,7 @@ def test_outputs_never_overwrite_inputs(run, tiny_demo, tmp_path, capsys):
     shutil.copyfile(d["val_ann"], ann)
     argv = ["predict", str(run), "--ann", str(ann), "--images", str(d["val_images"])]
     assert main([*argv, "--out", str(ann)]) == 1
-    assert "is an input" in _one_error_line(capsys)
+    assert "is the input --ann" in _one_error_line(capsys)
     assert ann.read_bytes() == Path(d["val_ann"]).read_bytes()
     images = _small_folder(d, tmp_path / "im", 1)
     argv = ["predict", str(run), "--images", str(images), "--out", str(tmp_path / "p.json")]

@@ -319,7 +319,7 @@ def _predict_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", required=True, help="annotation json to evaluate on")
     p.add_argument("--images", required=True, help="the folder its file_names are relative to")
     p.add_argument("--train-ann", help="training json for groups (default: data.train_ann)")
-    p.add_argument("--out", help="output folder (default: RUN/test_<gt file stem>)")
+    p.add_argument("--out", help="output folder (default: RUN/eval-<gt file stem>)")
     p.set_defaults(handler=cli_test)
 
 

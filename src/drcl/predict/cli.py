@@ -111,7 +111,7 @@ def cli_predict(args: argparse.Namespace) -> int:
         items = images_in_folder(args.images)
     job = _job(args, items, Path(args.out), args.ann, args.draw, args.draw_score_thr)
     ckpt = args.checkpoint_info
-    inputs = [ckpt.weights, ckpt.config, *([Path(args.ann)] if args.ann else [])]
+    inputs = {"checkpoint": ckpt.weights, "config": ckpt.config, "--ann": args.ann}
     check_outputs(job, inputs, images_root=None if args.ann else Path(args.images))
     result = run_predict(job)
     if job.draw_dir is not None:
@@ -138,7 +138,7 @@ def cli_test(args: argparse.Namespace) -> int:
     items = images_of_annotation(args.gt, args.images)
     out_dir = check_test_dir(Path(args.out or default_test_dir(ckpt, args.gt)), ckpt)
     job = _job(args, items, out_dir / "detections_bbox.json", args.gt)
-    check_outputs(job, [ckpt.weights, ckpt.config, Path(args.gt)])
+    check_outputs(job, {"checkpoint": ckpt.weights, "config": ckpt.config, "--gt": args.gt})
     train_ann = args.train_ann or _existing(job.cfg.data.train_ann)
     result = run_predict(job)
     code = _summary(result, "test")

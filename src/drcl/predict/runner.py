@@ -35,7 +35,12 @@ from drcl.predict.images import (
     ImageListDataset,
     collate_readable,
 )
-from drcl.utils.io import atomic_write_json, check_output_dir, check_output_file
+from drcl.utils.io import (
+    atomic_write_json,
+    check_output_dir,
+    check_output_file,
+    refuse_overwriting_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,41 +212,39 @@ class PredictResult:
         return self.num_images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def check_outputs(job: PredictJob, inputs: list[Path], images_root: Path | None = None) -> None:
+def check_outputs(
+    job: PredictJob, inputs: dict[str, Path], images_root: Path | None = None
+) -> None:
     """Refuse outputs that would overwrite an input; prove the outputs writable. Before any work.
 
-    The results json and its ``.images.json`` must not be ``inputs`` (checkpoint, config,
-    annotation file) or an input image; no drawing may land on an input image; with a plain
-    folder (``images_root``), ``--draw`` must not lie inside it (the drawings would be read as
-    images by the next run). Paths are compared resolved (symbolic links followed).
+    The results json and its ``.images.json`` must not be one of ``inputs`` (checkpoint,
+    config, annotation file: ``{label: path}``) or an input image (same path, link or hard
+    link: :func:`drcl.utils.io.refuse_overwriting_inputs`); no drawing may land on an input
+    image; with a plain folder (``images_root``), ``--draw`` must not lie inside it (the next
+    run would read the drawings as images).
 
     Raises:
         ValueError: one line naming the option and the path.
     """
-    taken = {_real(p): p for p in [*inputs, *(it.path for it in job.items)]}
-    for path in (job.out, images_list_path(job.out)):
-        if _real(path) in taken:
-            raise ValueError(f"--out {path}: is an input ({taken[_real(path)]}); refusing")
-    check_output_file(job.out)
+    images = {f"image {it.file_name}": it.path for it in job.items}
+    check_output_file(job.out, inputs={**inputs, **images})
+    refuse_overwriting_inputs(images_list_path(job.out), {**inputs, **images})
     if job.draw_dir is None:
         return
-    if images_root is not None and _real(images_root) in (
-        _real(job.draw_dir),
-        *_real(job.draw_dir).parents,
-    ):
+    draw = _real(job.draw_dir)
+    if images_root is not None and _real(images_root) in (draw, *draw.parents):
         raise ValueError(
             f"--draw {job.draw_dir}: inside the image folder {images_root} (the next run would "
             "read the drawings as images); choose another folder"
         )
-    names = drawing_names([it.file_name for it in job.items])
-    for name in names:
+    taken = {_real(p) for p in images.values()}  # a set: one lookup per drawing
+    for name in drawing_names([it.file_name for it in job.items]):
         if _real(job.draw_dir / name) in taken:
             raise ValueError(f"--draw {job.draw_dir}: would overwrite the input image {name}")
     check_output_dir(job.draw_dir, "--draw")
 
 
 def _real(path: str | os.PathLike) -> Path:
-    # stands in for utils.io.refuse_overwriting_inputs (branch reliability) until it is merged
     return Path(os.path.realpath(path))
 
 
@@ -327,8 +330,9 @@ def iou_types_for(cfg: Config) -> list[str]:
 
 
 def default_test_dir(checkpoint: Checkpoint, gt: str | os.PathLike) -> Path:
-    """``RUN/test_<annotation file stem>``: beside the run's ``eval/``, never over it."""
-    return checkpoint.run_dir / f"test_{Path(gt).stem}"
+    """``RUN/eval-<annotation file stem>`` (``eval-val``, ``eval-test``): beside the run's
+    ``eval/``, never over it; the folder ``drcl evaluate --checkpoint`` uses for that split."""
+    return checkpoint.run_dir / f"eval-{Path(gt).stem}"
 
 
 def check_test_dir(out_dir: Path, checkpoint: Checkpoint) -> Path:
