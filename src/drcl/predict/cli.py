@@ -123,6 +123,7 @@ def cli_test(args: argparse.Namespace) -> int:
     """Handler of ``drcl test``: predict on ``--gt``'s images, then the LVIS metrics, written as
     fine-tuning's evaluation writes them (``detections_bbox.json``, ``metrics_*.json``)."""
     from drcl.evaluation.format import format_metrics
+    from drcl.evaluation.gt_checks import check_ground_truth
     from drcl.predict.images import images_of_annotation
     from drcl.predict.runner import (
         check_outputs,
@@ -135,6 +136,7 @@ def cli_test(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     ckpt = args.checkpoint_info = resolve_checkpoint(args.checkpoint, args.config)
+    check_ground_truth(args.gt, "--gt")  # as drcl evaluate: before the (long) inference
     items = images_of_annotation(args.gt, args.images)
     out_dir = check_test_dir(Path(args.out or default_test_dir(ckpt, args.gt)), ckpt)
     job = _job(args, items, out_dir / "detections_bbox.json", args.gt)
