@@ -45,7 +45,7 @@ def _leaf_parsers(parser):
 def test_every_subcommand_has_an_imported_callable_handler():
     leaves = dict(_leaf_parsers(build_parser()))
     assert ("data", "check") in leaves and ("pretrain",) in leaves and ("finetune",) in leaves
-    assert len(leaves) == 14  # + data make-generic, pretrain-generic
+    assert len(leaves) == 16  # + data make-generic, pretrain-generic, predict, test
     for path, parser in leaves.items():
         handler = parser.get_default("handler")
         assert callable(handler), f"drcl {' '.join(path)}: handler {handler!r} is not callable"

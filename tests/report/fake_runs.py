@@ -80,6 +80,17 @@ def write_val_json(path: Path) -> None:
     path.write_text(json.dumps(data))
 
 
+def write_val_images(folder: Path) -> None:
+    """The 4 validation images (64 x 64 PNG): a grey background, the object as a filled square."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(1, 5):
+        pixels = np.full((64, 64, 3), 90 + 20 * i, np.uint8)
+        pixels[10:40, 10:40] = (60 * i, 200 - 40 * i, 120)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
 def _detections(shift: float) -> list[dict]:
     """One good box per image, one shifted (location error), one far away (background)."""
     dets = []
@@ -122,6 +133,7 @@ def _metrics_rows(
 def _write_common(run: Path, data: Path, arch: str | None, rows: list[dict]) -> None:
     run.mkdir(parents=True)
     config = {"data": {"train_ann": str(data / "train.json"), "val_ann": str(data / "val.json")}}
+    config["data"]["val_images"] = str(data / "val")
     if arch:
         config["finetune"] = {"arch": arch}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -172,6 +184,7 @@ def make_fake_runs(root: Path) -> dict[str, Path]:
     data.mkdir(parents=True)
     write_train_json(data / "train.json")
     write_val_json(data / "val.json")
+    write_val_images(data / "val")
     runs = {"baseline": root / "baseline", "drcl": root / "drcl", "pretrain": root / "pretrain"}
     _write_finetune(runs["baseline"], data, "baseline", "faster_rcnn", shift=12.0)
     _write_finetune(runs["drcl"], data, "drcl", "mask_rcnn", shift=4.0)

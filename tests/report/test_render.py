@@ -70,6 +70,26 @@ def test_page_shows_metrics_table_and_loaded_images(full_report: Path, tmp_path:
     assert len(loaded) >= 3 and broken == [], (len(loaded), broken[:3])
 
 
+@needs_browser
+def test_detection_pictures_load(full_report: Path, tmp_path: Path) -> None:
+    """The gallery, the per-class AP scatter and an ablation's forest plot decode in the page."""
+    import json
+
+    from drcl.ablation.results import summarize
+    from drcl.report.build import build_report
+
+    dom = _dump_dom(full_report, tmp_path / "runs")
+    for png in ("gallery.png", "per_class_ap.png"):
+        assert re.search(rf'<img src="{png}"[^>]*data-loaded="yes"', dom), png
+    per_seed = {"generic": {0: {"AP": 0.2}, 1: {"AP": 0.22}}, "full": {0: {"AP": 0.3}, 1: {}}}
+    (tmp_path / "abl").mkdir()
+    results = {**summarize(per_seed, [0, 1], "generic"), "baseline": "generic", "seeds": [0, 1]}
+    (tmp_path / "abl" / "results.json").write_text(json.dumps(results))
+    report = build_report({}, tmp_path / "rep", ablation=tmp_path / "abl")
+    dom = _dump_dom(report, tmp_path / "abl_dom")
+    assert re.search(r'<img src="ablation_forest.png"[^>]*data-loaded="yes"', dom)
+
+
 def test_probe_detects_a_broken_image(tmp_path: Path) -> None:
     """The image probe can fail: a missing PNG is reported as not loaded."""
     if BROWSER is None and not REQUIRED:

@@ -25,6 +25,7 @@ from drcl.export.cli import cli_export
 from drcl.finetune.cli import cli_finetune
 from drcl.generic.cli import cli_make_generic, cli_pretrain_generic
 from drcl.generic.recipe import GenericRecipe
+from drcl.predict.cli import add_predict_args, cli_predict, cli_test
 from drcl.pretrain.cli import cli_pretrain
 from drcl.proposals.cli import cli_proposals
 from drcl.report.cli import cli_report
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_category_mismatch_arg(p)
     p.set_defaults(handler=cli_finetune)
 
+    _predict_parsers(sub)
+
     p = sub.add_parser(
         "analyze",
         help="error breakdown, classifier weight norms, attention maps, box composition, probe",
@@ -295,6 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cli_ablate)
     return parser
+
+
+def _predict_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="run a fine-tuned detector on images: COCO results json")
+    add_predict_args(p)
+    p.add_argument(
+        "--images", help="folder of images (any Pillow format); with --ann, their root folder"
+    )
+    p.add_argument("--ann", help="COCO/LVIS json whose images to predict on (ids kept)")
+    p.add_argument("--out", required=True, help="COCO results json (boxes; masks as RLE)")
+    p.add_argument("--draw", help="folder for one PNG per image with its detections drawn")
+    p.add_argument(
+        "--draw-score-thr", type=float, default=None, help="lowest score drawn (default 0.3)"
+    )
+    p.set_defaults(handler=cli_predict)
+
+    p = sub.add_parser("test", help="predict on an annotation file, then evaluate (--eval-only)")
+    add_predict_args(p)
+    p.add_argument("--gt", required=True, help="annotation json to evaluate on")
+    p.add_argument("--images", required=True, help="the folder its file_names are relative to")
+    p.add_argument("--train-ann", help="training json for groups (default: data.train_ann)")
+    p.add_argument("--out", help="output folder (default: RUN/eval-<gt file stem>)")
+    p.set_defaults(handler=cli_test)
 
 
 class _StdStream(logging.StreamHandler):

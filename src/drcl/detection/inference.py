@@ -9,7 +9,7 @@ compressed RLE for Mask R-CNN), with the dataset's original image and category i
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "detections_to_records",
     "load_detector_weights",
     "merge_detections",
+    "predict_batches",
     "rank_file",
     "run_inference",
 ]
@@ -89,6 +90,29 @@ def detections_to_records(
     return records
 
 
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+
+def predict_batches(
+    model: nn.Module, batches: Iterable[Batch], device: str | torch.device
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Tensor]]]]:
+    """The one inference loop (fine-tuning's evaluation, ``drcl predict`` / ``drcl test``).
+
+    Args:
+        model: a torchvision detector in eval mode, on ``device``.
+        batches: ``(images, targets)``: images (3, H, W) float in [0, 1], targets with
+            ``image_id`` (anything else is passed through).
+        device: where the images go.
+
+    Yields:
+        ``(targets, outputs)`` per batch; outputs as torchvision's detectors return them
+        (boxes in original image pixels).
+    """
+    with torch.inference_mode():
+        for images, targets in batches:
+            yield targets, model([img.to(device) for img in images])
+
+
 @torch.inference_mode()
 def run_inference(
     model: nn.Module,
@@ -129,8 +153,7 @@ def run_inference(
     )
     model.eval().to(device)
     records: list[dict[str, Any]] = []
-    for images, targets in loader:
-        outputs = model([img.to(device) for img in images])
+    for targets, outputs in predict_batches(model, loader, device):
         for out, tgt in zip(outputs, targets, strict=True):
             records.extend(detections_to_records(out, int(tgt["image_id"]), categories, keep))
     return atomic_write_json(out_path, records)

@@ -39,6 +39,7 @@ from drcl.report.figures import (
     long_tail_section,
     weight_norm_section,
 )
+from drcl.report.pictures import forest_section, gallery_section, per_class_ap_section
 from drcl.report.runs import RunInfo, check_run_dir, load_run
 from drcl.report.tables import metrics_table, rarest_table
 
@@ -52,6 +53,8 @@ SECTION_TITLES = {
     "cost": "Cost",
     "box-composition": "Boxes contrasted by LCL (mechanism)",
     "long-tail": "Long tail of the training set",
+    "gallery": "Detection gallery",
+    "per-class-ap": "Per-class AP vs training instances",
     "errors": "Error breakdown",
     "weight-norms": "Classifier weight norms",
     "attention": "Attention maps",
@@ -186,7 +189,8 @@ def _write_report(
 ) -> None:
     sections = _sections(runs, out, gt, train_ann, seed_noise) if runs else []
     if ablation is not None:
-        sections.insert(0, Section("ablation", ABLATION_TITLE, ablation_section(ablation)))
+        blocks = ablation_section(ablation) + forest_section(ablation, out)
+        sections.insert(0, Section("ablation", ABLATION_TITLE, blocks))
     names = ", ".join(r.name for r in runs)
     intro = (
         f"Comparison of {len(runs)} run(s): {names}. "
@@ -223,6 +227,8 @@ def _sections(
         "cost": cost_table(runs),
         "box-composition": box_composition_section(runs, out),
         "long-tail": long_tail_section(train_ann, out),
+        "gallery": gallery_section(runs, gt, train_ann, out),
+        "per-class-ap": per_class_ap_section(runs, train_ann, out),
         "errors": error_section(runs, gt, train_ann, out),
         "weight-norms": weight_norm_section(runs, train_ann, out),
         "attention": attention_section(runs, out),
