@@ -38,6 +38,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from drcl.ablation.curve import CurveConfig
 from drcl.ablation.dose import dose_in_epochs, dose_of, dose_overrides
 from drcl.ablation.results import CI_METHOD, METRICS, csv_table, markdown_table, summarize
 from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, component_overrides
@@ -98,6 +99,10 @@ class AblateConfig:
     # > 0: pre-training logs the crop probe every this many epochs (pretrain.probe.every)
     probe_every_epochs: float = 0.0
     proposals: DetectorProposals = field(default_factory=DetectorProposals)
+    # rows that run fewer seeds than ``seeds`` (the first N): {row: N}, e.g. a costly dose
+    row_seeds: dict[str, int] = field(default_factory=dict)
+    # the fine-tuning length curve on the tune split (python -m drcl.ablation.curve)
+    curve: CurveConfig = field(default_factory=CurveConfig)
 
 
 _ABLATE_KEYS = set(AblateConfig.__dataclass_fields__)
@@ -133,9 +138,17 @@ def load_ablate_config(path: str | Path, overrides: list[str] | None = None) -> 
 def _check_dose_keys(cfg: AblateConfig, path: str | Path) -> None:
     if cfg.pretrain_epochs < 0 or cfg.probe_every_epochs < 0:
         raise ConfigError(f"{path}: keys 'pretrain_epochs', 'probe_every_epochs' must be >= 0")
+    if any(n < 1 for n in cfg.row_seeds.values()) or set(cfg.row_seeds) - set(cfg.rows):
+        raise ConfigError(f"{path}: key 'row_seeds': rows of 'rows' with >= 1 seed, got "
+                          f"{dict(cfg.row_seeds)}")  # fmt: skip
     bad = [r for r in cfg.proposals.rows if r not in ROWS or ROWS[r].components is None]
     if bad:
         raise ConfigError(f"{path}: key 'proposals.rows': {bad} are not rows with 2DRCL")
+
+
+def row_seed_count(cfg: AblateConfig, row: str) -> int:
+    """How many seeds ``row`` runs: ``row_seeds[row]`` if set, else ``seeds``."""
+    return min(cfg.seeds, cfg.row_seeds.get(row, cfg.seeds))
 
 
 def _base_row(row: str) -> str:
@@ -517,7 +530,9 @@ def write_results(
         "ci_method": CI_METHOD,
         "finetune_recipe_sha256": recipe,
         "wall_time_s": _wall_times(cfg, work_dir, seeds),
-        "complete": all(len(per_seed[r]) == len(seeds) for r in cfg.rows),
+        "complete": all(
+            len(per_seed[r]) == min(len(seeds), row_seed_count(cfg, r)) for r in cfg.rows
+        ),
     }
     atomic_write_json(work_dir / "results.json", results, indent=1)
     atomic_write_text(work_dir / "ablation.md", markdown_table(results))
@@ -545,12 +560,10 @@ def run_ablation(
     generic = ensure_generic(cfg, work_dir)
     ensure_proposals(cfg, work_dir)
     per_seed = _finished(cfg, work_dir, seed_list)
-    total = len(seed_list) * len(cfg.rows)
-    for i, seed in enumerate(seed_list):
-        for j, row in enumerate(cfg.rows):
-            n = i * len(cfg.rows) + j + 1
-            log.info("\n=== ablation %d/%d: row %s, seed %d", n, total, row, seed)
-            per_seed[row][seed] = run_row_seed(cfg, row, seed, plans[seed][row], generic, work_dir)
-            write_results(cfg, work_dir, seed_list, recipe, per_seed, doses)
+    jobs = [(s, r) for s in seed_list for r in cfg.rows if s < row_seed_count(cfg, r)]
+    for n, (seed, row) in enumerate(jobs, 1):  # seed-major: a full seed-0 table comes first
+        log.info("\n=== ablation %d/%d: row %s, seed %d", n, len(jobs), row, seed)
+        per_seed[row][seed] = run_row_seed(cfg, row, seed, plans[seed][row], generic, work_dir)
+        write_results(cfg, work_dir, seed_list, recipe, per_seed, doses)
     log.info("\n%s", (work_dir / "ablation.md").read_text())
     return work_dir / "results.json"
