@@ -125,6 +125,13 @@ def _point(eval_dir: Path, iteration: int, ev: Config, ckpt: Path) -> dict[str, 
     return {"iter": iteration, **{k: _percent(m.get(k)) for k in METRICS}}
 
 
+def _checkpoints(run_dir: Path) -> dict[int, Path]:
+    """``{iteration: checkpoint}`` of the complete ones (sha256 sidecar matches)."""
+    from drcl.engine import checkpoint as ckpt
+
+    return {int(p.stem.split("_")[1]): p for p in ckpt.list_checkpoints(run_dir) if ckpt.verify(p)}
+
+
 def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | None = None) -> Path:
     """Run the curve of ablation file ``config`` into ``WORK_DIR/curve``; returns curve.json."""
     from drcl.ablation.runner import (
@@ -133,7 +140,6 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
         load_ablate_config,
         row_init_path,
     )
-    from drcl.engine.checkpoint import list_checkpoints
     from drcl.finetune.runner import train_detector
     from drcl.utils.io import ensure_writable_dir
 
@@ -147,10 +153,10 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
     ft = finetune_config(cfg, cfg.baseline, 0, None, generic)
     out = work_dir / "curve"
     run_dir = out / "finetune"
-    ckpts = {int(p.stem.split("_")[1]): p for p in list_checkpoints(run_dir)}
+    ckpts = _checkpoints(run_dir)
     if not all(i in ckpts for i in points):
         train_detector(ft, run_dir, ft.finetune.init, resume=True, stage="finetune_curve")
-        ckpts = {int(p.stem.split("_")[1]): p for p in list_checkpoints(run_dir)}
+        ckpts = _checkpoints(run_dir)
     missing = [i for i in points if i not in ckpts]
     if missing:
         raise RuntimeError(f"curve: no checkpoint at iterations {missing} in {run_dir}")
