@@ -14,7 +14,8 @@
 #   2. the plan and its estimate; preflight: the probe of issue 19 exists if the grid logs it.
 #   3. the fine-tuning length curve (generic init, AP on tune): F = its pick.
 #   4. drcl ablate configs/ablate/v2_grid.yaml --work-dir work/v2_grid with fine-tuning length F.
-#   5. the dose figure, the box-composition figure and the report in work/v2_grid/report.
+#   5. generic / full / full_sup on the tune split (work/v2_grid/tune.md: the choice of
+#      pretrain.lcl.supervised), the dose and box-composition figures (report_extra/), the report.
 #
 # Environment: GRID_ROOT (parent of the worktree; default: the parent of this checkout),
 # GRID_CONFIG (default configs/ablate/v2_grid.yaml), GRID_WORK (default work/v2_grid, inside the
@@ -107,7 +108,8 @@ start=$(date +%s)
 run -m drcl.cli.main ablate "$config" --work-dir "$work" "$ft"
 echo "=== $(date -u +%T) grid done in $(( $(date +%s) - start )) s (this invocation)"
 
-# 5. figures and report
+# 5. full vs full_sup on the tune split (the choice of pretrain.lcl.supervised), figures, report
+run -m drcl.ablation.tune "$config" --work-dir "$work" --rows generic full full_sup
 run -m drcl.report.dose "$work" --out "$work/report_extra"
 boxes=()
 for row in full full_sup hcl_lcl; do
