@@ -41,6 +41,10 @@ work=${GRID_WORK:-work/v2_grid}
 root=${GRID_ROOT:-$(dirname "$repo")}
 wt=$root/drcl-grid-${commit:0:8}
 nice_level=${GRID_NICE:-10}
+if [[ -n "${GRID_DATA:-}" ]]; then  # relative to where it was launched
+    GRID_DATA=$(cd "$GRID_DATA" && pwd)
+    export GRID_DATA
+fi
 
 if [[ ! -x "$python" ]]; then
     echo "$0: no python at $python (set DRCL_PYTHON)" >&2
@@ -54,6 +58,12 @@ if [[ -d "$wt" ]]; then
     fi
 else
     git -C "$repo" worktree add --detach "$wt" "$commit"
+fi
+# Run the worktree's own copy of this script: bash reads a script while it runs, so an edit to
+# the launching checkout's copy must not reach a running grid.
+if [[ "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)" != "$(cd "$wt" && pwd -P)" ]]; then
+    export DRCL_PYTHON=$python GRID_ROOT=$root
+    exec bash "$wt/scripts/run_grid.sh" $([[ $plan_only == 1 ]] && echo --plan) "$commit"
 fi
 cd "$wt"
 mkdir -p "$work"
