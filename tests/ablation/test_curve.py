@@ -100,6 +100,7 @@ def test_run_curve_one_run_evaluated_on_tune_and_resumed(curve_file, tmp_path, m
     assert [p["iter"] for p in res["points"]] == [100, 200, 300]
     assert res["points"][0]["AP"] == pytest.approx(10.0) and res["points"][0]["APf"] is None
     assert res["picked"]["iters"] == 200  # 19 is within 2 AP of the best, 20
+    assert res["uncapped"] == res["picked"]  # no max_iters
     assert res["eval_ann"] == "T.json" and "caveat" in res
     lines = (work / "curve" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iter"] for x in lines] == [100, 200, 300]

@@ -8,7 +8,8 @@ one evaluation per point, against the sum of all lengths for separate runs. Layo
     WORK_DIR/curve/finetune/        the run (ckpt_*.pt at every point)
     WORK_DIR/curve/eval/ITER/       metrics_bbox.json of the checkpoint at ITER on the tune split
     WORK_DIR/curve/metrics.jsonl    one line per point: {"iter", "AP", "AP50", "APr", "APc", "APf"}
-    WORK_DIR/curve/curve.json       the points, the picked length and how far from flat it is
+    WORK_DIR/curve/curve.json       the points, the picked length (and without the cap), how
+                                    far from flat it is
 
 Caveat, stated in ``curve.json``: the lr schedule is the longest run's, so a point before its
 first lr decay is read at the full lr. It underestimates what a run of that length (decayed at
@@ -171,6 +172,8 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
         "eval_ann": cfg.curve.eval_ann,
         "points": rows,
         "picked": pick_length(rows, cfg.curve.tolerance, cfg.curve.max_iters),
+        # without the budget's cap: how much AP the cap leaves on the table
+        "uncapped": pick_length(rows, cfg.curve.tolerance),
         "rule": (
             f"shortest length within {cfg.curve.tolerance} AP of the best point"
             + (f", at most {cfg.curve.max_iters} iterations" if cfg.curve.max_iters > 0 else "")
