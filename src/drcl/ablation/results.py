@@ -4,8 +4,13 @@
 
     {"rows": {ROW: {"AP": {"mean", "std", "values"}, ..., "diff_vs_baseline": {"AP":
      {"mean", "ci95": [lo, hi] | null, "n"}, ...}, "components", "init", "equal_compute",
-     "box_stage", "seeds_done"}}, "baseline", "seeds", "metrics", "unit", "ci_method",
-     "finetune_recipe_sha256", ...}
+     "box_stage", "seeds_done", "pretrain_epochs", "pretrain_iters", "finetune_iters"}},
+     "baseline", "seeds", "metrics", "unit", "ci_method", "finetune_recipe_sha256", ...}
+
+``components`` may hold ``sup`` (LCL supervised by the box labels). ``pretrain_epochs`` is the
+2DRCL dose in epochs of the training set (0: no 2DRCL; null: not known), ``pretrain_iters`` its
+optimizer iterations, ``finetune_iters`` the fine-tuning length; present when the runner gives
+them.
 
 Values are AP points (percent), aligned with ``seeds`` (null where a seed has not run or a
 metric is undefined). The baseline row has no ``diff_vs_baseline``.
@@ -17,7 +22,7 @@ import csv
 import io
 from typing import Any
 
-from drcl.ablation.rows import COMPONENTS, ROWS
+from drcl.ablation.rows import COMPONENTS, ROWS, SUPERVISED
 from drcl.evaluation.compare import excludes_zero, mean_std, paired_difference
 
 METRICS = ("AP", "AP50", "APr", "APc", "APf")
@@ -36,9 +41,13 @@ def _percent(v: Any) -> float | None:
 
 
 def summarize(
-    per_seed: dict[str, dict[int, dict[str, Any]]], seeds: list[int], baseline: str
+    per_seed: dict[str, dict[int, dict[str, Any]]],
+    seeds: list[int],
+    baseline: str,
+    doses: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Statistics of every row from ``{row: {seed: metrics_bbox}}`` (metrics as fractions).
+    """Statistics of every row from ``{row: {seed: metrics_bbox}}`` (metrics as fractions);
+    ``doses``: ``{row: {"pretrain_epochs", "pretrain_iters", "finetune_iters"}}`` to record.
 
     Returns:
         ``{"rows": {...}}`` in the layout of the module docstring (only rows present in
@@ -64,6 +73,7 @@ def summarize(
         entry["equal_compute"] = spec.equal_compute
         entry["box_stage"] = spec.box_stage
         entry["seeds_done"] = [s for s in seeds if s in per_seed[row]]
+        entry.update((doses or {}).get(row, {}))
         out[row] = entry
     return {"rows": out}
 
@@ -85,6 +95,12 @@ def _diff_cell(diff: dict[str, Any]) -> str:
     return f"**{text}**" if excludes_zero(diff["ci95"]) else text
 
 
+def _epochs_cell(epochs: float | None) -> str:
+    if epochs is None:
+        return "?"
+    return "" if epochs == 0 else f"{epochs:g}"
+
+
 def _init_name(entry: dict[str, Any]) -> str:
     return f"{entry['init']}{' (equal compute)' if entry['equal_compute'] else ''}"
 
@@ -93,11 +109,17 @@ def markdown_table(results: dict[str, Any]) -> str:
     """``mean ± std`` per row and metric, then the paired differences to the baseline with their
     95% CIs; a difference whose CI excludes 0 is in bold."""
     rows, baseline = results["rows"], results.get("baseline")
-    head = ["row", "init", *[c.upper() for c in COMPONENTS], "BOX", "seeds", *METRICS]
+    # the supervised-LCL and dose columns only when a row has them (older tables unchanged)
+    sup = any(SUPERVISED in e["components"] for e in rows.values())
+    dose = any("pretrain_epochs" in e for e in rows.values())
+    head = ["row", "init", *[c.upper() for c in COMPONENTS], *(["LCL SUP"] if sup else [])]
+    head += ["BOX", *(["2DRCL epochs"] if dose else []), "seeds", *METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in rows.items():
         marks = ["✓" if c in e["components"] else "" for c in COMPONENTS]
+        marks += ["✓" if SUPERVISED in e["components"] else ""] if sup else []
         marks.append("✓" if e.get("box_stage") else "")
+        marks += [_epochs_cell(e.get("pretrain_epochs"))] if dose else []
         cells = [name, _init_name(e), *marks, str(len(e["seeds_done"]))]
         lines.append("| " + " | ".join([*cells, *[_cell(e[m]) for m in METRICS]]) + " |")
     diffs = [(n, e["diff_vs_baseline"]) for n, e in rows.items() if "diff_vs_baseline" in e]

@@ -38,6 +38,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from drcl.ablation.curve import CurveConfig
+from drcl.ablation.dose import dose_in_epochs, dose_of, dose_overrides
 from drcl.ablation.results import CI_METHOD, METRICS, csv_table, markdown_table, summarize
 from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, component_overrides
 from drcl.config import Config, ConfigError, load_config
@@ -60,6 +62,20 @@ class UnfairComparisonError(ConfigError):
 
 
 @dataclass
+class DetectorProposals:
+    """Rows whose 2DRCL pre-training contrasts the class-agnostic detector's boxes (issue 20).
+
+    The detector is trained and run once per grid (``drcl proposals`` on the pre-training recipe
+    with ``pretrain.proposals.source=detector`` and ``overrides``) into ``WORK_DIR/proposals/``,
+    unless ``file`` names a proposals json; every seed and dose of the listed rows reads it.
+    """
+
+    rows: list[str] = field(default_factory=list)  # row names (``full`` covers ``full@12ep``)
+    overrides: list[str] = field(default_factory=list)  # e.g. pretrain.proposals.top_n=50
+    file: str | None = None
+
+
+@dataclass
 class AblateConfig:
     """An ablation: which recipes, which rows, how many seeds, and the generic backbone."""
 
@@ -77,6 +93,16 @@ class AblateConfig:
     baseline: str = "generic"
     seeds: int = 3
     generic: GenericRecipe = field(default_factory=GenericRecipe)
+    # issue 20: the pre-training length of every pre-trained row, in epochs of the training set
+    # (0: the pre-training recipe's train.max_iters); a row ROW@Nep has its own (drcl.ablation.dose)
+    pretrain_epochs: float = 0.0
+    # > 0: pre-training logs the crop probe every this many epochs (pretrain.probe.every)
+    probe_every_epochs: float = 0.0
+    proposals: DetectorProposals = field(default_factory=DetectorProposals)
+    # rows that run fewer seeds than ``seeds`` (the first N): {row: N}, e.g. a costly dose
+    row_seeds: dict[str, int] = field(default_factory=dict)
+    # the fine-tuning length curve on the tune split (python -m drcl.ablation.curve)
+    curve: CurveConfig = field(default_factory=CurveConfig)
 
 
 _ABLATE_KEYS = set(AblateConfig.__dataclass_fields__)
@@ -101,6 +127,7 @@ def load_ablate_config(path: str | Path, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{path}: key 'baseline': {cfg.baseline!r} is not one of rows")
     if cfg.seeds < 1:
         raise ConfigError(f"{path}: key 'seeds': must be >= 1, got {cfg.seeds}")
+    _check_dose_keys(cfg, path)
     base = Path(path).parent
     cfg.pretrain_config = str(base / cfg.pretrain_config)
     cfg.finetune_config = str(base / cfg.finetune_config)
@@ -108,23 +135,108 @@ def load_ablate_config(path: str | Path, overrides: list[str] | None = None) -> 
     return cfg  # type: ignore[return-value]
 
 
+def _check_dose_keys(cfg: AblateConfig, path: str | Path) -> None:
+    if cfg.pretrain_epochs < 0 or cfg.probe_every_epochs < 0:
+        raise ConfigError(f"{path}: keys 'pretrain_epochs', 'probe_every_epochs' must be >= 0")
+    if any(n < 1 for n in cfg.row_seeds.values()) or set(cfg.row_seeds) - set(cfg.rows):
+        raise ConfigError(f"{path}: key 'row_seeds': rows of 'rows' with >= 1 seed, got "
+                          f"{dict(cfg.row_seeds)}")  # fmt: skip
+    bad = [r for r in cfg.proposals.rows if r not in ROWS or ROWS[r].components is None]
+    if bad:
+        raise ConfigError(f"{path}: key 'proposals.rows': {bad} are not rows with 2DRCL")
+
+
+def row_seed_count(cfg: AblateConfig, row: str) -> int:
+    """How many seeds ``row`` runs: ``row_seeds[row]`` if set, else ``seeds``."""
+    return min(cfg.seeds, cfg.row_seeds.get(row, cfg.seeds))
+
+
+def _base_row(row: str) -> str:
+    return row.split("@")[0]
+
+
+def resolve_grid(cfg: AblateConfig, work_dir: Path) -> AblateConfig:
+    """Fix what depends on the data and the work dir, before planning (idempotent): the grid's
+    dose in epochs becomes the pre-training ``train.max_iters``, and the proposals file of the
+    detector-proposal rows gets its path."""
+    if cfg.pretrain_epochs > 0:
+        pre = load_config(cfg.pretrain_config, [*cfg.overrides, *cfg.pretrain_overrides])
+        dose = f"train.max_iters={dose_in_epochs(pre, cfg.pretrain_epochs).iters}"
+        if not cfg.pretrain_overrides or cfg.pretrain_overrides[-1] != dose:
+            cfg.pretrain_overrides = [*cfg.pretrain_overrides, dose]
+    if cfg.proposals.rows and cfg.proposals.file is None:
+        cfg.proposals.file = str(work_dir / "proposals" / "detector.json")
+    return cfg
+
+
+def _proposal_overrides(cfg: AblateConfig, row: str) -> list[str]:
+    if _base_row(row) not in cfg.proposals.rows:
+        return []
+    if cfg.proposals.file is None:
+        raise ConfigError(f"row {row}: detector proposals have no file yet (call resolve_grid)")
+    return ["pretrain.proposals.source=detector", f"pretrain.proposals.file={cfg.proposals.file}"]
+
+
 def pretrain_config(cfg: AblateConfig, row: str, seed: int, generic: str | None) -> Config:
-    """The pre-training config of a pre-trained row: its terms, its seed, its starting weights."""
+    """The pre-training config of a pre-trained row: its terms, its seed, its starting weights,
+    its proposals and its dose (``ROW@Nep``: N epochs of the training set)."""
     spec = ROWS[row]
     if spec.components is None:
         raise ValueError(f"row {row!r} has no pre-training")
     weights = generic if spec.init == "generic" else None
-    return load_config(
+    args = [
+        *cfg.overrides,
+        *cfg.pretrain_overrides,
+        *component_overrides(spec.components),
+        *cfg.row_overrides.get(row, []),
+        *_proposal_overrides(cfg, row),
+        f"train.seed={seed}",
+        f"model.weights={_yaml_path(weights)}",
+    ]
+    pre = load_config(cfg.pretrain_config, args)
+    extra = dose_overrides(pre, spec.pretrain_epochs, cfg.probe_every_epochs)
+    return load_config(cfg.pretrain_config, [*args, *extra]) if extra else pre
+
+
+def row_doses(cfg: AblateConfig, plans: dict[str, Config]) -> dict[str, dict[str, Any]]:
+    """Per row: its pre-training dose (epochs, iterations; 0 without 2DRCL) and fine-tuning
+    iterations, for ``results.json``. Builds every pre-training config, so a bad one fails now."""
+    out = {}
+    for row, ft in plans.items():
+        entry = {"pretrain_epochs": 0.0, "pretrain_iters": 0, "finetune_iters": ft.train.max_iters}
+        if ROWS[row].components is not None:
+            pre = pretrain_config(cfg, row, 0, None)
+            try:
+                dose = dose_of(pre)
+                entry.update(pretrain_epochs=dose.epochs, pretrain_iters=dose.iters)
+            except ConfigError:  # no training annotations to count epochs by (a stubbed run)
+                entry.update(pretrain_epochs=None, pretrain_iters=pre.train.max_iters)
+        out[row] = entry
+    return out
+
+
+def ensure_proposals(cfg: AblateConfig, work_dir: Path) -> str | None:
+    """The detector proposals of the grid; trains and runs the detector once if needed."""
+    if not cfg.proposals.rows:
+        return None
+    path = Path(resolve_grid(cfg, work_dir).proposals.file)
+    if path.is_file():
+        return str(path)
+    if path.parent != work_dir / "proposals":
+        raise FileNotFoundError(f"proposals.file: file not found: {path}")
+    from drcl.proposals.runner import run_proposals
+
+    log.info("\n=== detector proposals (class-agnostic Faster R-CNN; made once)")
+    det = load_config(
         cfg.pretrain_config,
         [
             *cfg.overrides,
             *cfg.pretrain_overrides,
-            *component_overrides(spec.components),
-            *cfg.row_overrides.get(row, []),
-            f"train.seed={seed}",
-            f"model.weights={_yaml_path(weights)}",
+            "pretrain.proposals.source=detector",
+            *cfg.proposals.overrides,
         ],
     )
+    return str(run_proposals(det, path))
 
 
 def box_stage_config(
@@ -403,11 +515,17 @@ def _wall_times(cfg: AblateConfig, work_dir: Path, seeds: list[int]) -> dict[str
 
 
 def write_results(
-    cfg: AblateConfig, work_dir: Path, seeds: list[int], recipe: str, per_seed: dict
+    cfg: AblateConfig,
+    work_dir: Path,
+    seeds: list[int],
+    recipe: str,
+    per_seed: dict,
+    doses: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``results.json``, ``ablation.md`` and ``ablation.csv`` from what has finished."""
+    done = {r: v for r, v in per_seed.items() if v}
     results = {
-        **summarize({r: v for r, v in per_seed.items() if v}, seeds, cfg.baseline),
+        **summarize(done, seeds, cfg.baseline, doses),
         "baseline": cfg.baseline,
         "seeds": seeds,
         "metrics": list(METRICS),
@@ -415,7 +533,9 @@ def write_results(
         "ci_method": CI_METHOD,
         "finetune_recipe_sha256": recipe,
         "wall_time_s": _wall_times(cfg, work_dir, seeds),
-        "complete": all(len(per_seed[r]) == len(seeds) for r in cfg.rows),
+        "complete": all(
+            len(per_seed[r]) == min(len(seeds), row_seed_count(cfg, r)) for r in cfg.rows
+        ),
     }
     atomic_write_json(work_dir / "results.json", results, indent=1)
     atomic_write_text(work_dir / "ablation.md", markdown_table(results))
@@ -437,15 +557,16 @@ def run_ablation(
         cfg.seeds = seeds
     seed_list = list(range(cfg.seeds))
     work_dir = ensure_writable_dir(work_dir)
+    resolve_grid(cfg, work_dir)
     plans, recipe = plan_finetune_configs(cfg, work_dir, seed_list)  # refuses before any work
+    doses = row_doses(cfg, plans[seed_list[0]])
     generic = ensure_generic(cfg, work_dir)
+    ensure_proposals(cfg, work_dir)
     per_seed = _finished(cfg, work_dir, seed_list)
-    total = len(seed_list) * len(cfg.rows)
-    for i, seed in enumerate(seed_list):
-        for j, row in enumerate(cfg.rows):
-            n = i * len(cfg.rows) + j + 1
-            log.info("\n=== ablation %d/%d: row %s, seed %d", n, total, row, seed)
-            per_seed[row][seed] = run_row_seed(cfg, row, seed, plans[seed][row], generic, work_dir)
-            write_results(cfg, work_dir, seed_list, recipe, per_seed)
+    jobs = [(s, r) for s in seed_list for r in cfg.rows if s < row_seed_count(cfg, r)]
+    for n, (seed, row) in enumerate(jobs, 1):  # seed-major: a full seed-0 table comes first
+        log.info("\n=== ablation %d/%d: row %s, seed %d", n, len(jobs), row, seed)
+        per_seed[row][seed] = run_row_seed(cfg, row, seed, plans[seed][row], generic, work_dir)
+        write_results(cfg, work_dir, seed_list, recipe, per_seed, doses)
     log.info("\n%s", (work_dir / "ablation.md").read_text())
     return work_dir / "results.json"
