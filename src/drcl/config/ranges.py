@@ -25,7 +25,7 @@ from typing import Any
 RANGES: dict[str, str] = {
     # data
     "data.on_error": "enum",
-    "data.num_workers": ">=0",
+    "data.num_workers": ">=-1",  # -1 = chosen for the machine
     "data.min_size": ">=1",
     "data.max_size": ">=1",
     "data.groups.rare_max": ">=0",  # and < common_max (checked below)
@@ -51,6 +51,7 @@ RANGES: dict[str, str] = {
     "train.warmup_factor": "(0,1]",
     "train.grad_clip": ">=0",
     "train.accumulate": ">=1",
+    "train.threads": ">=-1",  # 0 = torch's default, -1 = the cores not taken by data workers
     "train.amp": "enum",
     "train.device": "enum",
     "train.seed": ">=0",
@@ -74,6 +75,7 @@ RANGES: dict[str, str] = {
     "pretrain.probe.size": ">=8",
     "pretrain.probe.context": "[0,1]",
     "pretrain.probe.k": ">=1",
+    "pretrain.probe.max_per_class": ">=0",  # 0 = all crops
     "pretrain.probe.temperature": ">0",
     "pretrain.proposals.source": "enum",
     "pretrain.proposals.top_n": ">=1",
