@@ -1,7 +1,7 @@
 """The crop probe as a pre-training hook (``pretrain.probe.every: N``).
 
 Every ``N`` iterations, and after the last, the online encoder is probed in eval mode on the
-``pretrain.probe`` split (the tune split by default) with :mod:`drcl.analysis.probe`; its train
+``pretrain.probe`` split (the tune split by default) with :mod:`drcl.evaluation.probe`; its train
 mode is given back afterwards, and nothing in the training state changes (no gradient, BatchNorm
 statistics untouched, the global RNG not drawn from). The crops are cut once per run, in
 :meth:`ProbeHook.before_train`.
@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from drcl.analysis.probe import (
+from drcl.evaluation.probe import (
     ProbeData,
     evaluate_features,
     prepare_probe_data,
@@ -64,14 +64,14 @@ class ProbeHook:
 
     Args:
         model: the pre-training model (its ``online`` encoder is read; see
-            :func:`drcl.analysis.probe.probe_net`).
+            :func:`drcl.evaluation.probe.probe_net`).
         every: iterations between probes (> 0).
         max_iters: the last iteration (always probed).
         work_dir: the run folder (``metrics.jsonl``, ``tb/``).
         train_ann, train_images, eval_ann, eval_images: the jsons and image folders.
         readout: ``C2``..``C5`` or ``roi``.
         size, context, k, temperature, max_per_class: see
-            :func:`drcl.analysis.probe.run_probe`.
+            :func:`drcl.evaluation.probe.run_probe`.
         enabled: False on ranks other than 0 (nothing is done there).
     """
 
