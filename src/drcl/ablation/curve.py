@@ -188,7 +188,7 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m drcl.ablation.curve CONFIG --work-dir DIR [key=value ...]``."""
-    from drcl.cli.main import setup_logging
+    from drcl.utils.console import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m drcl.ablation.curve", description=__doc__)
     parser.add_argument("config", help="ablation YAML with a curve section")

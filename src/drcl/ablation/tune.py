@@ -77,7 +77,7 @@ def tune_results(config: str | Path, work_dir: str | Path, rows: list[str]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m drcl.ablation.tune CONFIG --work-dir DIR --rows ROW ...``."""
-    from drcl.cli.main import setup_logging
+    from drcl.utils.console import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m drcl.ablation.tune", description=__doc__)
     parser.add_argument("config")
