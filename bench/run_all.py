@@ -172,7 +172,7 @@ def throughput_rows(
                 on["fraction_of_matmul"],
                 "report",
                 None,
-                f"{on['gflops']:.0f} vs {on['matmul_gflops']:.0f} GFLOP/s "
+                f"{on['gflops']:.3g} vs {on['matmul_gflops']:.3g} GFLOP/s "
                 f"({r['flops_per_step'] / 1e9:.1f} GFLOP/step); "
                 f"off: {off['fraction_of_matmul']:.2f}",
             ),

@@ -212,7 +212,8 @@ def end_to_end(stage: str, on: list[str], iters: int, reps: int) -> dict[str, An
 
 def measure(stage: str, on: list[str], iters: int, reps: int, e2e_reps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    model = run_json(python_cmd("throughput.py", "--model-only", stage, "--reps", str(reps), *on))
+    cmd = python_cmd("throughput.py", "--model-only", stage, "--reps", str(reps), *on)
+    model = run_json(cmd, timeout=3600)
     e2e = end_to_end(stage, on, iters, e2e_reps)
     out: dict[str, Any] = {"stage": stage, "recipe": RECIPES[stage], "switches_on": on}
     out.update(iters=iters, flops_per_step=model["flops_per_step"], threads=model["threads"])

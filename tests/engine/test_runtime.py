@@ -93,25 +93,42 @@ def _losses(run_dir) -> list[float]:
 
 
 RUN20 = ["train.max_iters=20", "train.log_every=1", "train.checkpoint_every=0"]
-ON = ["data.num_workers=-1", "train.threads=-1", "train.channels_last=true"]
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
-def test_switches_keep_the_first_20_losses(stage, tiny_overrides, tmp_path, restore_threads):
-    """Same seed, recipe with 1 worker vs automatic workers/threads + channels_last: the 20
-    losses agree to fp32 rounding (channels_last reorders the sums inside convolutions)."""
+def _run(stage: str, overrides: list[str], work) -> list[float]:
     from drcl.finetune.runner import train_detector
     from drcl.pretrain.runner import run_pretrain
 
-    base = [*tiny_overrides, *RUN20, "data.num_workers=1", "finetune.box_batch_size_per_image=32"]
-    runs = {}
-    for name, extra in (("off", []), ("on", ON)):
-        torch.set_num_threads(1)
-        cfg = load_config(None, [*base, *extra])
-        if stage == "pretrain":
-            run_pretrain(cfg, tmp_path / name)
-        else:
-            train_detector(cfg, tmp_path / name)
-        runs[name] = _losses(tmp_path / name)
-    assert len(runs["off"]) == 20
-    torch.testing.assert_close(runs["on"], runs["off"], rtol=1e-4, atol=1e-5)
+    torch.set_num_threads(1)
+    cfg = load_config(None, overrides)
+    if stage == "pretrain":
+        run_pretrain(cfg, work)
+    else:
+        train_detector(cfg, work)
+    return _losses(work)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_auto_workers_and_threads_keep_the_first_20_losses(
+    stage, tiny_overrides, tmp_path, restore_threads, monkeypatch
+):
+    """Same seed: the recipe with 1 DataLoader worker vs ``data.num_workers=-1`` (here 0: data
+    loaded between steps) and ``train.threads=-1``: the 20 losses are the same numbers. One
+    usable CPU, so that both runs compute with one thread (thread counts may change the
+    rounding inside kernels, which 20 steps of training amplify)."""
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 1)
+    base = [*tiny_overrides, *RUN20, "finetune.box_batch_size_per_image=32"]
+    off = _run(stage, [*base, "data.num_workers=1"], tmp_path / "off")
+    on = _run(stage, [*base, "data.num_workers=-1", "train.threads=-1"], tmp_path / "on")
+    assert len(off) == 20
+    torch.testing.assert_close(on, off, rtol=0, atol=0)
+
+
+def test_channels_last_keeps_the_losses_to_fp32_rounding(tiny_overrides, tmp_path, restore_threads):
+    """``train.channels_last`` reorders the sums inside convolutions: the first losses agree to
+    fp32 rounding (later ones drift apart as training amplifies rounding; measured: 1e-6
+    relative at step 3, 1e-2 at step 7 — the reason it is a switch, off by default)."""
+    base = [*tiny_overrides, "train.max_iters=2", "train.log_every=1", "train.checkpoint_every=0"]
+    off = _run("pretrain", base, tmp_path / "off")
+    on = _run("pretrain", [*base, "train.channels_last=true"], tmp_path / "on")
+    torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-6)
