@@ -37,7 +37,7 @@ class Costs:
     pretrain_s_per_image: float = 0.170
     finetune_s_per_image: float = 0.073
     eval_s_per_image: float = 0.15  # inference + LVIS evaluation (v1 demo: ~40 s / 240 images)
-    probe_s: float = 45.0  # one crop probe in pre-training (assumed: ~6,400 crops at 64 px)
+    probe_s: float = 57.0  # one crop probe (docs/training.md: 57 s CPU, ~5,000 crops, 64 px)
     generic_s: float = 350.0  # the generic backbone, once (v1: 349 s); 0 when it is given
     # per-image cost of a row without the masked pass (no AR, no SR), relative to all terms
     no_masked_pass: float = 0.8
@@ -105,7 +105,8 @@ def plan_grid(
         per_img = costs.pretrain_s_per_image * (1.0 if masked else costs.no_masked_pass)
         probes = 0
         if iters and cfg.probe_every_epochs > 0:
-            probes = iters // max(1, round(cfg.probe_every_epochs * ipe)) + 1  # + the first
+            every = max(1, round(cfg.probe_every_epochs * ipe))
+            probes = math.ceil(iters / every)  # at multiples of every and at the end
         pre_s = iters * pre_img * per_img * costs.density + probes * costs.probe_s
         ft_s = ft_iters * ft_img * costs.finetune_s_per_image * costs.density + eval_s
         seeds = row_seed_count(cfg, row)
