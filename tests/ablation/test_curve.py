@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drcl.ablation.curve import CurveConfig, check_curve, curve_overrides, main, pick_length
+from drcl.ablation.curve import CurveConfig, check_curve, curve_overrides, pick_length
+from drcl.ablation.curve.runner import main
 from drcl.config import ConfigError
 from drcl.engine.checkpoint import sha256_of
 

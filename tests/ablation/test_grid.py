@@ -19,7 +19,6 @@ from drcl.ablation.runner import (
     run_ablation,
 )
 from drcl.config import ConfigError, load_config
-from drcl.config.schema import PretrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -105,33 +104,34 @@ def test_dose_iterations_follow_images_batch_and_accumulate(tiny_demo):
     n = _num_images(tiny_demo)
     cfg = load_config(CONFIGS / "pretrain/demo.yaml", _data(tiny_demo, batch=4, accumulate=2))
     ipe = math.ceil(n / 8)  # one optimizer iteration sees batch * accumulate = 8 images
-    assert dose_in_epochs(cfg, 3).iters == 3 * ipe and dose_in_epochs(cfg, 3).iters_per_epoch == ipe
-    assert dose_in_epochs(cfg, 0.5).iters == math.ceil(0.5 * ipe)
-    assert dose_overrides(cfg, 12.0) == [f"train.max_iters={12 * ipe}"]
-    assert dose_overrides(cfg, None) == []
+    assert (
+        dose_in_epochs(cfg.data, cfg.train, 3).iters == 3 * ipe
+        and dose_in_epochs(cfg.data, cfg.train, 3).iters_per_epoch == ipe
+    )
+    assert dose_in_epochs(cfg.data, cfg.train, 0.5).iters == math.ceil(0.5 * ipe)
+    assert dose_overrides(cfg.data, cfg.train, 12.0) == [f"train.max_iters={12 * ipe}"]
+    assert dose_overrides(cfg.data, cfg.train, None) == []
     with pytest.raises(ConfigError, match="epochs must be > 0"):
-        dose_in_epochs(cfg, 0)
+        dose_in_epochs(cfg.data, cfg.train, 0)
 
 
 def test_dose_needs_the_training_annotations(tmp_path):
     cfg = load_config(CONFIGS / "pretrain/demo.yaml", [f"data.train_ann={tmp_path / 'no.json'}"])
     with pytest.raises(ConfigError, match=r"data.train_ann: file not found: .*no.json"):
-        dose_in_epochs(cfg, 1)
+        dose_in_epochs(cfg.data, cfg.train, 1)
     (tmp_path / "bad.json").write_text('{"annotations": []}')
     cfg.data.train_ann = str(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="has no 'images' list"):
-        dose_in_epochs(cfg, 1)
+        dose_in_epochs(cfg.data, cfg.train, 1)
 
 
-def test_probe_every_epochs_needs_the_probe(tiny_demo):
+def test_probe_every_epochs_in_iterations(tiny_demo):
     cfg = load_config(CONFIGS / "pretrain/demo.yaml", _data(tiny_demo, batch=4))
     ipe = math.ceil(_num_images(tiny_demo) / 4)
-    if "probe" in PretrainConfig.__dataclass_fields__:  # the probe of issue 19 has landed
-        assert dose_overrides(cfg, None, 2.0) == [f"pretrain.probe.every={2 * ipe}"]
-    else:
-        with pytest.raises(ConfigError, match="no pretrain.probe section"):
-            dose_overrides(cfg, None, 2.0)
-    assert dose_overrides(cfg, None, 0.0) == []
+    assert dose_overrides(cfg.data, cfg.train, None, 2.0) == [f"pretrain.probe.every={2 * ipe}"]
+    with pytest.raises(ConfigError, match="probe_every_epochs must be >= 0"):
+        dose_overrides(cfg.data, cfg.train, None, -1.0)
+    assert dose_overrides(cfg.data, cfg.train, None, 0.0) == []
 
 
 def test_grid_dose_sets_pretraining_and_equal_compute(tiny_demo, tmp_path):

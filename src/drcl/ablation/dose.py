@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from drcl.config import Config, ConfigError
+from drcl.config import ConfigError
+from drcl.config.schema import DataConfig, TrainConfig
 from drcl.engine.trainer import iters_per_epoch
 
 
@@ -52,56 +53,52 @@ def _count_images(path: str, mtime_ns: int) -> int:
     return len(images)
 
 
-def num_train_images(cfg: Config) -> int:
+def num_train_images(data: DataConfig) -> int:
     """Images listed in ``data.train_ann`` (read once per file version)."""
-    path = Path(cfg.data.train_ann)
+    path = Path(data.train_ann)
     if not path.is_file():
         raise ConfigError(f"data.train_ann: file not found: {path} (a dose in epochs needs it)")
     return _count_images(str(path.resolve()), path.stat().st_mtime_ns)
 
 
-def optimizer_iters_per_epoch(cfg: Config) -> int:
-    """Optimizer iterations per epoch of ``data.train_ann`` under ``cfg.train``."""
-    images_per_iter = int(cfg.train.batch_size) * int(cfg.train.accumulate)
-    return iters_per_epoch(num_train_images(cfg), images_per_iter)
+def optimizer_iters_per_epoch(data: DataConfig, train: TrainConfig) -> int:
+    """Optimizer iterations per epoch of ``data.train_ann`` under ``train``."""
+    images_per_iter = int(train.batch_size) * int(train.accumulate)
+    return iters_per_epoch(num_train_images(data), images_per_iter)
 
 
-def dose_in_epochs(cfg: Config, epochs: float) -> Dose:
-    """``epochs`` of the training set as optimizer iterations of the pre-training ``cfg``."""
+def dose_in_epochs(data: DataConfig, train: TrainConfig, epochs: float) -> Dose:
+    """``epochs`` of the training set as optimizer iterations of a pre-training recipe."""
     if not (epochs > 0 and math.isfinite(epochs)):
         raise ConfigError(f"pre-training dose: epochs must be > 0, got {epochs}")
-    ipe = optimizer_iters_per_epoch(cfg)
+    ipe = optimizer_iters_per_epoch(data, train)
     return Dose(float(epochs), max(1, math.ceil(epochs * ipe)), ipe)
 
 
-def dose_of(cfg: Config) -> Dose:
-    """The dose a pre-training config runs: ``train.max_iters`` (or ``train.epochs``) in epochs."""
-    ipe = optimizer_iters_per_epoch(cfg)
-    iters = cfg.train.max_iters or cfg.train.epochs * iters_per_epoch(
-        num_train_images(cfg), cfg.train.batch_size
+def dose_of(data: DataConfig, train: TrainConfig) -> Dose:
+    """The dose a pre-training recipe runs: ``train.max_iters`` (or ``train.epochs``) in epochs."""
+    ipe = optimizer_iters_per_epoch(data, train)
+    iters = train.max_iters or train.epochs * iters_per_epoch(
+        num_train_images(data), train.batch_size
     )  # as the engine (drcl.engine.setup.make_trainer)
     return Dose(round(iters / ipe, 3), int(iters), ipe)
 
 
-def dose_overrides(cfg: Config, epochs: float | None, probe_every_epochs: float = 0.0) -> list[str]:
-    """Overrides that make pre-training ``cfg`` run ``epochs`` epochs (None: as it is) and log
+def dose_overrides(
+    data: DataConfig, train: TrainConfig, epochs: float | None, probe_every_epochs: float = 0.0
+) -> list[str]:
+    """Overrides that make a pre-training recipe run ``epochs`` epochs (None: as it is) and log
     the probe every ``probe_every_epochs`` epochs (0: leave ``pretrain.probe`` alone).
 
     Raises:
-        ConfigError: a bad dose, unreadable training annotations, or a probe asked for while the
-            schema has no ``pretrain.probe`` section.
+        ConfigError: a bad dose or unreadable training annotations.
     """
     out = []
     if epochs is not None:
-        out.append(f"train.max_iters={dose_in_epochs(cfg, epochs).iters}")
+        out.append(f"train.max_iters={dose_in_epochs(data, train, epochs).iters}")
     if probe_every_epochs < 0:
         raise ConfigError(f"probe_every_epochs must be >= 0, got {probe_every_epochs}")
     if probe_every_epochs > 0:
-        if "probe" not in cfg.pretrain:
-            raise ConfigError(
-                "probe_every_epochs: this drcl has no pretrain.probe section (the crop probe of "
-                "issue 19); set probe_every_epochs: 0 or update drcl"
-            )
-        every = max(1, round(probe_every_epochs * optimizer_iters_per_epoch(cfg)))
+        every = max(1, round(probe_every_epochs * optimizer_iters_per_epoch(data, train)))
         out.append(f"pretrain.probe.every={every}")
     return out

@@ -161,7 +161,7 @@ def resolve_grid(cfg: AblateConfig, work_dir: Path) -> AblateConfig:
     detector-proposal rows gets its path."""
     if cfg.pretrain_epochs > 0:
         pre = load_config(cfg.pretrain_config, [*cfg.overrides, *cfg.pretrain_overrides])
-        dose = f"train.max_iters={dose_in_epochs(pre, cfg.pretrain_epochs).iters}"
+        dose = f"train.max_iters={dose_in_epochs(pre.data, pre.train, cfg.pretrain_epochs).iters}"
         if not cfg.pretrain_overrides or cfg.pretrain_overrides[-1] != dose:
             cfg.pretrain_overrides = [*cfg.pretrain_overrides, dose]
     if cfg.proposals.rows and cfg.proposals.file is None:
@@ -194,7 +194,7 @@ def pretrain_config(cfg: AblateConfig, row: str, seed: int, generic: str | None)
         f"model.weights={_yaml_path(weights)}",
     ]
     pre = load_config(cfg.pretrain_config, args)
-    extra = dose_overrides(pre, spec.pretrain_epochs, cfg.probe_every_epochs)
+    extra = dose_overrides(pre.data, pre.train, spec.pretrain_epochs, cfg.probe_every_epochs)
     return load_config(cfg.pretrain_config, [*args, *extra]) if extra else pre
 
 
@@ -207,7 +207,7 @@ def row_doses(cfg: AblateConfig, plans: dict[str, Config]) -> dict[str, dict[str
         if ROWS[row].components is not None:
             pre = pretrain_config(cfg, row, 0, None)
             try:
-                dose = dose_of(pre)
+                dose = dose_of(pre.data, pre.train)
                 entry.update(pretrain_epochs=dose.epochs, pretrain_iters=dose.iters)
             except ConfigError:  # no training annotations to count epochs by (a stubbed run)
                 entry.update(pretrain_epochs=None, pretrain_iters=pre.train.max_iters)
