@@ -140,3 +140,17 @@ def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
     out = export_backbone(model, work_dir / "generic.safetensors", meta)
     log.info("generic backbone: val top-1 %.1f%% in %s s -> %s", 100 * acc, meta["seconds"], out)
     return out
+
+
+def cached_generic_backbone(recipe: GenericRecipe, cache_root: str | Path) -> Path:
+    """The generic backbone of ``recipe`` from ``cache_root/generic-<recipe.key()>/``, made once.
+
+    The key hashes every field that determines the weights (and the generator version), so a
+    later run with the same recipe reuses the file and a changed recipe makes a new one.
+    """
+    out_dir = Path(cache_root) / f"generic-{recipe.key()}"
+    path = out_dir / "generic.safetensors"
+    if path.is_file():
+        log.info("generic backbone: reusing %s (recipe key %s)", path, recipe.key())
+        return path
+    return make_generic_backbone(recipe, out_dir)
