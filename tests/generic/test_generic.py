@@ -1,5 +1,6 @@
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -100,3 +101,30 @@ def test_cached_backbone_is_reused_and_keyed_by_the_recipe(tmp_path):
     other = GenericRecipe(image_size=16, train_per_class=1, val_per_class=1, iters=2, batch_size=4)
     assert other.key() != recipe.key()
     assert GenericRecipe(weights="x").key() == GenericRecipe().key()  # weights is not a recipe
+
+
+def test_factorised_head_loss_and_prediction_by_hand(tmp_path):
+    """head=factors: texture logits then shape logits; loss = CE(texture) + CE(shape); a class is
+    predicted when both of its factors are."""
+    from drcl.generic.train import _loss, _predict, class_factors
+
+    make_generic_dataset(tmp_path, image_size=16, train_per_class=1, val_per_class=1)
+    factors = class_factors(tmp_path)
+    n_tex, n_shape = len(generic_data.TEXTURES), len(generic_data.SHAPES)
+    assert factors.shape == (len(CLASSES), 2) and factors.max(0).tolist() == [
+        n_tex - 1,
+        n_shape - 1,
+    ]
+    label = 5
+    tex, shape = factors[label]
+    logits = torch.zeros(1, n_tex + n_shape)
+    logits[0, tex], logits[0, n_tex + shape] = 3.0, 2.0
+    expected = -math.log(math.exp(3) / (math.exp(3) + n_tex - 1)) - math.log(
+        math.exp(2) / (math.exp(2) + n_shape - 1)
+    )
+    assert _loss(logits, torch.tensor([label]), factors).item() == pytest.approx(expected)
+    assert _predict(logits, factors).tolist() == [label]
+    with pytest.raises(ValueError, match="allowed: sgd, adamw"):
+        from drcl.generic.train import _optimizer
+
+        _optimizer(torch.nn.Linear(2, 2), GenericRecipe(optimizer="lbfgs"))
