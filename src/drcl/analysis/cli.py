@@ -1,5 +1,5 @@
-"""``drcl analyze errors | weight-norms | attention | box-composition``: each parses its own
-arguments and calls its runner in :mod:`drcl.analysis.runner`.
+"""``drcl analyze errors | weight-norms | attention | box-composition | probe``: each parses its
+own arguments and calls its runner (:mod:`drcl.analysis.runner`, :mod:`drcl.analysis.probe`).
 
 Runs are named on the command line as ``NAME=PATH`` (``baseline=work/ft_base``); a bare path
 is named after its file or folder. A fine-tuning run dir stands for its
@@ -101,6 +101,47 @@ def _box_composition_parser() -> argparse.ArgumentParser:
     return p
 
 
+# ----------------------------------------------------------------------------- probe
+
+
+def _probe_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="drcl analyze probe",
+        description="crop probe: nearest class mean and weighted kNN on ground-truth box crops, "
+        "accuracy per frequency group, collapse monitors; no fine-tuning",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        required=True,
+        metavar="NAME=W",
+        help="'random', a ResNet / generic backbone file, a pretrained.safetensors or a detector; "
+        "repeat for several",
+    )
+    p.add_argument("--config", help="config whose data.* (train, val) and model.* fill the rest")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--train-ann", help="json the classifiers are fitted on (and groups from)")
+    p.add_argument("--train-images", help="its image folder")
+    p.add_argument("--eval-ann", help="json read out (tune or val)")
+    p.add_argument("--eval-images", help="its image folder")
+    p.add_argument("--out", required=True, help="JSON file for the results (written atomically)")
+    p.add_argument("--readouts", default="C4,C5", help="comma list of C2..C5, roi (default C4,C5)")
+    p.add_argument("--classifiers", default="ncm,knn", help="comma list of ncm, knn")
+    p.add_argument("--size", type=int, default=64, help="crop side, px (default 64)")
+    p.add_argument("--context", type=float, default=0.1, help="margin per side (default 0.1)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN T (default 0.07)")
+    p.add_argument("--depth", type=int, help="ResNet depth of 'random' (default model.depth or 18)")
+    p.add_argument("--fpn-channels", type=int, help="FPN width of 'random' (roi readout)")
+    p.add_argument("--box-head-dim", type=int, help="box head width of 'random' (roi readout)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random init (default 0)")
+    p.add_argument("--cache-dir", help="keep the crops here and reuse them")
+    p.add_argument(
+        "--max-per-class", type=int, default=0, help="at most N boxes of a class (0 = all)"
+    )
+    return p
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -142,11 +183,18 @@ def _box_composition(ns: argparse.Namespace) -> None:
     run_box_composition(runs, ns.out, ns.simulate, ns.set, ns.interval)
 
 
+def _probe(ns: argparse.Namespace) -> None:
+    from drcl.analysis.probe import run_probe_cli
+
+    run_probe_cli(ns, parse_named(ns.weights, "--weights"))
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[..., None]]] = {
     "errors": (_errors_parser, _errors),
     "weight-norms": (_weight_norms_parser, _weight_norms),
     "attention": (_attention_parser, _attention),
     "box-composition": (_box_composition_parser, _box_composition),
+    "probe": (_probe_parser, _probe),
 }
 
 

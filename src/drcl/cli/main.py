@@ -171,11 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cli_finetune)
 
     p = sub.add_parser(
-        "analyze", help="error breakdown, classifier weight norms, attention maps, box composition"
+        "analyze",
+        help="error breakdown, classifier weight norms, attention maps, box composition, probe",
     )
     p.add_argument(
         "what",
-        choices=["errors", "weight-norms", "attention", "box-composition"],
+        choices=["errors", "weight-norms", "attention", "box-composition", "probe"],
         help="which analysis",
     )
     p.add_argument(

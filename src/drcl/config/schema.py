@@ -303,6 +303,31 @@ class BoxStageConfig:
     reg_weight: float = 1.0
 
 
+class ProbeReadout(StrEnum):
+    C2 = "C2"
+    C3 = "C3"
+    C4 = "C4"
+    C5 = "C5"
+    roi = "roi"
+
+
+@dataclass
+class ProbeConfig:
+    """Crop probe during pre-training (``drcl.analysis.probe``): NCM and kNN accuracy per
+    frequency group on ground-truth box crops, and collapse monitors, logged as ``probe/*``."""
+
+    every: int = 0  # iterations between probes (and at the end); 0 = off
+    # eval json and images; None = annotations/tune.json and tune/ beside data.train_ann/_images
+    ann: str | None = None
+    images: str | None = None
+    readout: ProbeReadout = ProbeReadout.C5  # pooled ResNet stage, or roi (FPN + box head)
+    size: int = 64  # crop side, px
+    context: float = 0.1  # margin per side, fraction of the box side
+    k: int = 20  # kNN neighbours
+    temperature: float = 0.07  # kNN vote weight exp(cos / T)
+    max_per_class: int = 0  # at most N boxes of a class per split (0 = all; LVIS needs a cap)
+
+
 @dataclass
 class PretrainConfig:
     stage: PretrainStage = PretrainStage.image
@@ -315,6 +340,7 @@ class PretrainConfig:
     ar: ARConfig = field(default_factory=ARConfig)
     sr: SRConfig = field(default_factory=SRConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     # recompute the online encoder's ResNet stages in backward (torch.utils.checkpoint): same
     # numbers, peak memory down towards one pass's activations, one more stage forward each
     checkpointing: bool = False

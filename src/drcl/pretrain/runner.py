@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.torch import save_file
@@ -152,6 +152,13 @@ def train_and_export(
         save_config(cfg, work_dir / "config.yaml")
     data = build_pretrain_data(cfg, work_dir, info)
     model = build_model(cfg).to(device)
+    hooks: list[Any] = []  # filled once the trainer knows max_iters
+
+    def after_step(iteration: int, progress: float) -> None:
+        model.update_target(progress)
+        for hook in hooks:
+            hook.after_step(iteration, progress)
+
     trainer = make_trainer(
         cfg.train,
         model,
@@ -162,12 +169,19 @@ def train_and_export(
         scaled_lr(cfg.train),
         cfg.train.weight_decay,
         sync_bn=cfg.model.norm == "sync_bn",
-        after_step=lambda it, p: model.update_target(p),
+        after_step=after_step,
         cost_info=cost_info,
     )
+    hooks += pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
     if resume:
         trainer.resume()
-    trainer.fit()
+    for hook in hooks:
+        hook.before_train()
+    try:
+        trainer.fit()
+    finally:
+        for hook in hooks:
+            hook.after_train()
     report = data.skip_report(data.dataset.images.index)
     if report:
         log.warning(report)
@@ -176,6 +190,45 @@ def train_and_export(
         export_pretrained(model, cfg, out, trainer.progress.iteration)
     dist.barrier()
     return out
+
+
+def pretrain_hooks(
+    cfg: Config, model: nn.Module, max_iters: int, work_dir: Path, info: dist.DistInfo
+) -> list[Any]:
+    """Hooks (``before_train / after_step / after_train``) the config asks for: the crop probe
+    (``pretrain.probe.every``) on the online encoder."""
+    p = cfg.pretrain.probe
+    if p.every < 0:
+        raise ValueError(f"pretrain.probe.every: got {p.every}, expected >= 0 (0 = off)")
+    if p.every == 0:
+        return []
+    from drcl.pretrain.probe_hook import ProbeHook, default_probe_split
+
+    d = cfg.data
+    if p.ann is not None and p.images is not None:
+        split = (p.ann, p.images)
+    elif p.ann is None and p.images is None:
+        split = default_probe_split(d.train_ann, d.train_images)
+    else:
+        raise ValueError("pretrain.probe: set both ann and images, or neither (the tune split)")
+    return [
+        ProbeHook(
+            model,
+            p.every,
+            max_iters,
+            work_dir,
+            d.train_ann,
+            d.train_images,
+            *split,
+            readout=str(p.readout),
+            size=p.size,
+            context=p.context,
+            k=p.k,
+            temperature=p.temperature,
+            max_per_class=p.max_per_class,
+            enabled=info.is_main,
+        )
+    ]
 
 
 def build_drcl_model(cfg: Config) -> DRCLModel:

@@ -1,5 +1,7 @@
 """Training curves from ``metrics.jsonl``: every loss term, the learning rate and the DRB alpha
-against the iteration, one PNG per run set (pre-training runs, fine-tuning runs)."""
+against the iteration, one PNG per run set (pre-training runs, fine-tuning runs); and the crop
+probe's accuracy per frequency group against the iteration (``probe/*``, ``pretrain.probe.every``)
+when a run logged it."""
 
 from __future__ import annotations
 
@@ -87,9 +89,68 @@ def curves_section(runs: list[RunInfo], out_dir: Path) -> list[Figure | Note]:
         names = ", ".join(r.name for r in members)
         plot_curves(members, colors, f"{kind} runs: {names}", out_dir / name)
         blocks.append(Figure(name, f"Training curves of the {kind} runs ({names})"))
+    blocks += probe_section(runs, colors, out_dir)
     for run in runs:
         if "metrics" in run.problems:
             blocks.append(Note(f"curves of {run.name}: {run.problems['metrics']}"))
         elif not run.metrics:
             blocks.append(Note(f"curves of {run.name}: no metrics.jsonl in {run.path}"))
     return blocks
+
+
+# ----------------------------------------------------------------------------- probe curves
+PROBE_GROUPS = ("all", "rare", "common", "frequent", "twins")
+PROBE_STYLES = {"ncm": "-", "knn": "--"}  # classifier -> line style
+PROBE_MONITORS = ("probe/std", "probe/erank")
+PROBE_PNG = "curves_probe.png"
+
+
+def probe_panels(runs: list[RunInfo]) -> list[str]:
+    """Panels of the probe figure: groups with a logged accuracy, then the collapse monitors."""
+    seen = {k for run in runs for row in run.metrics for k, v in row.items() if _is_number(v)}
+    groups = [g for g in PROBE_GROUPS if any(f"probe/{c}/{g}" in seen for c in PROBE_STYLES)]
+    return groups + [k for k in PROBE_MONITORS if k in seen]
+
+
+def plot_probe_curves(runs: list[RunInfo], colors: dict[str, Any], out_png: Path) -> None:
+    """One panel per frequency group: probe accuracy (mean per-class %) against the iteration,
+    a colour per run, solid NCM and dashed kNN; then std and effective rank."""
+    panels = probe_panels(runs)
+    ncols = min(PANEL_COLUMNS, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        lines = {panel: "-"} if panel in PROBE_MONITORS else {
+            f"probe/{c}/{panel}": style for c, style in PROBE_STYLES.items()
+        }  # fmt: skip
+        for run in runs:
+            for key, style in lines.items():
+                xs, ys = series(run.metrics, key)
+                if xs:
+                    label = f"{run.name} {key.split('/')[1]}"
+                    ax.plot(xs, ys, style, color=colors[run.name], label=label, linewidth=1.3)
+        ax.set_title(panel if panel in PROBE_MONITORS else f"probe accuracy, {panel} (%)")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle("crop probe during pre-training (solid: nearest class mean, dashed: kNN)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def probe_section(runs: list[RunInfo], colors: dict[str, Any], out_dir: Path) -> list[Figure]:
+    """The probe figure of the runs that logged ``probe/*`` (none: no block)."""
+    members = [r for r in runs if r.metrics and probe_panels([r])]
+    if not members:
+        return []
+    plot_probe_curves(members, colors, out_dir / PROBE_PNG)
+    names = ", ".join(r.name for r in members)
+    caption = (
+        f"Crop probe against the iteration ({names}): accuracy per frequency group, mean over "
+        "the classes of the group, and the collapse monitors (std of the L2-normalised "
+        "features, healthy about 1/sqrt(d); effective rank)"
+    )
+    return [Figure(PROBE_PNG, caption)]
