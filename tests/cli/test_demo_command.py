@@ -25,8 +25,7 @@ def test_demo_pipeline_end_to_end(tiny_demo, tiny_overrides, fast_overrides, tmp
     from drcl.config import load_config
 
     g, f = (load_config(work / f"finetune_{n}" / "config.yaml") for n in ("generic_init", "2drcl"))
-    assert (
-        g.model.weights == str(work / "generic" / "generic.safetensors") and g.finetune.init is None
-    )
+    cached = tmp_path / "cache" / f"generic-{tiny.key()}" / "generic.safetensors"
+    assert g.model.weights == str(cached) and g.finetune.init is None
     assert f.finetune.init == str(work / "pretrain" / "pretrained.safetensors")
     assert (g.model.norm, g.finetune.rfs, g.train.lr) == (f.model.norm, f.finetune.rfs, f.train.lr)

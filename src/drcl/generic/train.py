@@ -23,7 +23,7 @@ from torchvision.models import resnet
 from drcl.engine.cost import CostMeter
 from drcl.generic.data import load_split, make_generic_dataset
 from drcl.generic.recipe import GenericRecipe
-from drcl.utils.io import atomic_write, atomic_write_json
+from drcl.utils.io import atomic_write, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,17 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, y : y + h, x0 : x0 + w] for i, (y, x0) in enumerate(offs)])
 
 
+def _optimizer(model: nn.Module, recipe: GenericRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay,
+            nesterov=True,
+        )  # fmt: skip
+    raise ValueError(f"generic.optimizer: got {recipe.optimizer!r}, allowed: sgd, adamw")
+
+
 def _lr_at(it: int, recipe: GenericRecipe) -> float:
     # 5% linear warm-up, then cosine to 0
     warm = max(1, recipe.iters // 20)
@@ -56,14 +67,57 @@ def _lr_at(it: int, recipe: GenericRecipe) -> float:
     return 0.5 * recipe.lr * (1 + math.cos(math.pi * (it - warm) / max(1, recipe.iters - warm)))
 
 
+def class_factors(data_dir: str | Path) -> np.ndarray:
+    """(K, 2) int64: the texture and shape index of every class (``<texture>_<shape>`` names)."""
+    classes = read_json(Path(data_dir) / "classes.json")["classes"]
+    textures = sorted({c.split("_", 1)[0] for c in classes})
+    shapes = sorted({c.split("_", 1)[1] for c in classes})
+    return np.array(
+        [[textures.index(c.split("_", 1)[0]), shapes.index(c.split("_", 1)[1])] for c in classes]
+    )
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, factors: np.ndarray | None) -> torch.Tensor:
+    """Cross-entropy over the classes, or (``head: factors``) over texture and shape apart.
+
+    Factors: logits (B, T + S) are texture logits then shape logits; the loss is the sum of the
+    two cross-entropies, so each factor sees every image of the batch as an example.
+    """
+    if factors is None:
+        return nn.functional.cross_entropy(logits, labels)
+    f = torch.from_numpy(factors)[labels]  # (B, 2)
+    t = int(factors[:, 0].max()) + 1
+    return nn.functional.cross_entropy(logits[:, :t], f[:, 0]) + nn.functional.cross_entropy(
+        logits[:, t:], f[:, 1]
+    )
+
+
+def _predict(logits: torch.Tensor, factors: np.ndarray | None) -> torch.Tensor:
+    """Class index from class logits, or from the best texture and shape (``head: factors``)."""
+    if factors is None:
+        return logits.argmax(1)
+    t = int(factors[:, 0].max()) + 1
+    pair = torch.stack([logits[:, :t].argmax(1), logits[:, t:].argmax(1)], dim=1)  # (B, 2)
+    match = (pair[:, None, :] == torch.from_numpy(factors)[None]).all(-1)  # (B, K)
+    return match.float().argmax(1)
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 128) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on uint8 images ``(N, H, W, 3)``."""
+def accuracy(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch: int = 128,
+    factors: np.ndarray | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on uint8 images ``(N, H, W, 3)``; with
+    ``factors`` a class counts as predicted when both its texture and its shape are."""
     model.eval()
     correct = 0
     for i in range(0, len(images), batch):
         logits = model(_to_input(torch.from_numpy(images[i : i + batch])))
-        correct += int((logits.argmax(1) == torch.from_numpy(labels[i : i + batch])).sum())
+        pred = _predict(logits, factors)
+        correct += int((pred == torch.from_numpy(labels[i : i + batch])).sum())
     return correct / len(images)
 
 
@@ -79,11 +133,10 @@ def train_generic(recipe: GenericRecipe, data_dir: str | Path, log_every: int = 
     images, labels = load_split(data_dir, "train")
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
-    model = DEPTHS[recipe.depth](weights=None, num_classes=int(labels.max()) + 1)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay,
-        nesterov=True,
-    )  # fmt: skip
+    factors = class_factors(data_dir) if recipe.head == "factors" else None
+    outputs = int(labels.max()) + 1 if factors is None else int(factors.max(0).sum()) + 2
+    model = DEPTHS[recipe.depth](weights=None, num_classes=outputs)
+    opt = _optimizer(model, recipe)
     order = torch.randperm(len(images), generator=gen)
     pos = 0
     model.train()
@@ -93,7 +146,7 @@ def train_generic(recipe: GenericRecipe, data_dir: str | Path, log_every: int = 
         idx = order[pos : pos + recipe.batch_size].numpy()
         pos += recipe.batch_size
         x = _augment(_to_input(torch.from_numpy(images[idx])), gen)
-        loss = nn.functional.cross_entropy(model(x), torch.from_numpy(labels[idx]))
+        loss = _loss(model(x), torch.from_numpy(labels[idx]), factors)
         for group in opt.param_groups:
             group["lr"] = _lr_at(it, recipe)
         opt.zero_grad(set_to_none=True)
@@ -130,7 +183,8 @@ def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
     model = train_generic(recipe, data_dir)
     cost.write(work_dir, recipe.iters)  # cost.json, as every training run writes
     val_images, val_labels = load_split(data_dir, "val")
-    acc = accuracy(model, val_images, val_labels)
+    factors = class_factors(data_dir) if recipe.head == "factors" else None
+    acc = accuracy(model, val_images, val_labels, factors=factors)
     meta = {
         "recipe": {f.name: getattr(recipe, f.name) for f in fields(GenericRecipe)},
         "val_top1": round(acc, 4),
@@ -140,3 +194,17 @@ def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
     out = export_backbone(model, work_dir / "generic.safetensors", meta)
     log.info("generic backbone: val top-1 %.1f%% in %s s -> %s", 100 * acc, meta["seconds"], out)
     return out
+
+
+def cached_generic_backbone(recipe: GenericRecipe, cache_root: str | Path) -> Path:
+    """The generic backbone of ``recipe`` from ``cache_root/generic-<recipe.key()>/``, made once.
+
+    The key hashes every field that determines the weights (and the generator version), so a
+    later run with the same recipe reuses the file and a changed recipe makes a new one.
+    """
+    out_dir = Path(cache_root) / f"generic-{recipe.key()}"
+    path = out_dir / "generic.safetensors"
+    if path.is_file():
+        log.info("generic backbone: reusing %s (recipe key %s)", path, recipe.key())
+        return path
+    return make_generic_backbone(recipe, out_dir)
