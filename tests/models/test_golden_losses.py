@@ -102,7 +102,10 @@ def losses_over_two_steps(variant: str) -> list[dict[str, float]]:
 
 
 # (loss, hcl, lcl, ar, sr) per step; float32 on CPU, torch 2.15, one thread (tests/conftest.py);
-# rel 1e-5 also covers two threads' summation order
+# step 0 to rel 1e-5 (also covers two threads' summation order). Step 1 follows one SGD step, and
+# its HCL moved by up to 2.0e-5 relative between CPUs for the same commit (AMD EPYC, AVX2 kernels,
+# 2026-12-07: 1.9485613 vs 1.9485854): rel 1e-4 there, still 10x below the smallest difference
+# between two variants' values
 GOLDEN = {
     "default": [
         (6.0974274, 1.9637413, 2.2861731, 0.87529105, 0.97222245),
@@ -130,8 +133,9 @@ def test_pretraining_losses_match_the_golden_values(variant):
     got = losses_over_two_steps(variant)
     for step, (g, want_row) in enumerate(zip(got, GOLDEN[variant], strict=True)):
         want = dict(zip(TERMS, want_row, strict=True))
+        rel = 1e-5 if step == 0 else 1e-4
         for key in TERMS:
-            assert g[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (
+            assert g[key] == pytest.approx(want[key], rel=rel, abs=1e-6), (
                 f"Losses have changed! {variant} step {step} {key}: got {g[key]!r}, "
                 f"golden {want[key]!r}"
             )
