@@ -41,14 +41,18 @@ def demo_data() -> dict[str, Path]:
     return paths
 
 
-def bench_overrides(depth: int, size: int, batch: int, extra: list[str] | None = None) -> list[str]:
-    """Config overrides for a step benchmark: standard widths (FPN 256, box head 1024)."""
+def data_overrides() -> list[str]:
+    """``data.*`` path overrides pointing at the benchmark's demo data (made once)."""
     d = demo_data()
     return [
-        f"data.train_ann={d['train_ann']}",
-        f"data.train_images={d['train_images']}",
-        f"data.val_ann={d['val_ann']}",
-        f"data.val_images={d['val_images']}",
+        f"data.{key}={d[key]}" for key in ("train_ann", "train_images", "val_ann", "val_images")
+    ]
+
+
+def bench_overrides(depth: int, size: int, batch: int, extra: list[str] | None = None) -> list[str]:
+    """Config overrides for a step benchmark: standard widths (FPN 256, box head 1024)."""
+    return [
+        *data_overrides(),
         f"data.min_size={size}",
         f"data.max_size={size}",
         f"model.depth={depth}",

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, alternate, demo_data, emit, python_cmd, run_json
+from common import ROOT, alternate, data_overrides, emit, python_cmd, run_json
 
 RECIPES = {
     "pretrain": "configs/pretrain/demo.yaml",
@@ -42,16 +42,6 @@ RECIPES = {
 # the switches measured against the recipe as it is (numerics unchanged: docs/performance.md)
 SWITCHES_ON = ["data.num_workers=-1", "train.threads=-1"]
 MATMUL_N = 2048
-
-
-def data_overrides() -> list[str]:
-    d = demo_data()
-    return [
-        f"data.train_ann={d['train_ann']}",
-        f"data.train_images={d['train_images']}",
-        f"data.val_ann={d['val_ann']}",
-        f"data.val_images={d['val_images']}",
-    ]
 
 
 def load(stage: str, extra: list[str]):
