@@ -98,14 +98,14 @@ def test_new_run_in_an_empty_or_missing_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "missing"):
         cfg = prepare_run("configs/finetune/demo.yaml", DATA, folder)
-        assert cfg.train.max_iters == 120  # the CONFIG's
+        assert cfg.train.max_iters == 100  # the CONFIG's
     assert not (tmp_path / "missing").exists()  # checking writes nothing
 
 
 def test_resume_keeps_the_run_config_and_writes_nothing(tmp_path, caplog):
     run = _run(tmp_path / "run")
     before = _snapshot(run)
-    # CONFIG says max_iters 120, the run says 40: the run's value is kept, with a warning
+    # CONFIG says max_iters 100, the run says 40: the run's value is kept, with a warning
     cfg = prepare_run("configs/finetune/demo.yaml", ["train.log_every=5"], run, resume=True)
     assert (cfg.train.max_iters, cfg.train.log_every) == (40, 5)
     assert "train.max_iters" in caplog.text and "the run's values are kept" in caplog.text
