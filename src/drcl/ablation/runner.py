@@ -45,6 +45,7 @@ from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, componen
 from drcl.config import Config, ConfigError, load_config
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,9 @@ def row_init_path(work_dir: Path, row: str, seed: int) -> Path | None:
     """The checkpoint the row fine-tunes from: its box stage's, else its 2DRCL's, else None."""
     spec = ROWS[row]
     if spec.box_stage:
-        return seed_dir(work_dir, row, seed) / "box" / "pretrained.safetensors"
+        return RunDir(seed_dir(work_dir, row, seed) / "box").pretrained
     if spec.components is not None:
-        return image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+        return RunDir(image_stage_dir(work_dir, row, seed)).pretrained
     return None
 
 
@@ -409,7 +410,7 @@ def seed_dir(work_dir: Path, row: str, seed: int) -> Path:
 
 
 def _metrics_file(work_dir: Path, row: str, seed: int) -> Path:
-    return seed_dir(work_dir, row, seed) / "finetune" / "eval" / "metrics_bbox.json"
+    return RunDir(seed_dir(work_dir, row, seed) / "finetune").eval_metrics()
 
 
 def generic_weights_path(cfg: AblateConfig, work_dir: Path) -> str | None:
@@ -442,7 +443,7 @@ def plan_finetune_configs(
         hashes.add(check_fair(plans[seed], equal_iters))
         for row in (r for r in cfg.rows if ROWS[r].box_stage):  # a bad box recipe fails now
             image = ROWS[row].components is not None
-            image_ckpt = image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+            image_ckpt = RunDir(image_stage_dir(work_dir, row, seed)).pretrained
             box_stage_config(cfg, row, seed, str(image_ckpt) if image else None, generic)
     if len(hashes) != 1:  # the recipe may only change with the seed
         raise ConfigError(f"fine-tuning recipe differs between seeds: hashes {sorted(hashes)}")
@@ -481,12 +482,12 @@ def run_row_seed(
     start = time.perf_counter()
     spec, image = ROWS[row], None
     if spec.components is not None:
-        image = image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+        image = RunDir(image_stage_dir(work_dir, row, seed)).pretrained
         if not image.is_file():  # a shared image stage runs once, for whichever row comes first
             image_row = spec.image_stage_of or row
             run_pretrain(pretrain_config(cfg, image_row, seed, generic), image.parent, True)
     if spec.box_stage:
-        box = out / "box" / "pretrained.safetensors"
+        box = RunDir(out / "box").pretrained
         if not box.is_file():
             ckpt = None if image is None else str(image)
             run_pretrain(box_stage_config(cfg, row, seed, ckpt, generic), box.parent, True)

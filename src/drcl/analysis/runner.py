@@ -15,6 +15,7 @@ import numpy as np
 
 from drcl.data.paths import image_path
 from drcl.utils.io import atomic_write, atomic_write_json, read_json
+from drcl.utils.run_dir import EVAL, RunDir, detections_name, read_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_DIR_DETECTIONS = Path("eval") / "detections_bbox.json"
+RUN_DIR_DETECTIONS = Path(EVAL) / detections_name("bbox")
 
 
 def _detections_path(path: str) -> str:
@@ -338,13 +339,12 @@ def run_box_composition(
         interval: iterations per simulated point (default ``train.log_every``).
     """
     from drcl.analysis.box_composition import plot_box_composition, rows_from_metrics
-    from drcl.engine.logging import read_metrics
 
     if not runs and not simulate:
         raise ValueError("analyze box-composition: give run folders or --simulate CONFIG")
     rows: dict[str, list[dict[str, float]]] = {}
     for name, path in runs.items():
-        metrics = Path(path) / "metrics.jsonl"
+        metrics = RunDir(path).metrics
         if not metrics.is_file():
             raise ValueError(f"run {name!r}: {metrics} does not exist")
         rows[name] = rows_from_metrics(read_metrics(metrics))

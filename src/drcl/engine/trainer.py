@@ -31,6 +31,7 @@ from drcl.engine.logging import MetricLogger
 from drcl.engine.runtime import batch_to_channels_last
 from drcl.utils.errors import NoBatchError
 from drcl.utils.io import ensure_writable_dir
+from drcl.utils.run_dir import RunDir, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Trainer:
             return False
         self.load_state_dict(ckpt.load_state(path, map_location=self.device), path)
         self.resumed = True
-        _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
+        _truncate_metrics(RunDir(self.work_dir).metrics, self.progress.iteration)
         if self.dist.is_main:
             log.info("resumed from %s at iteration %d", path, self.progress.iteration)
         return True
@@ -303,7 +304,6 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         return
     import json
 
-    from drcl.engine.logging import read_metrics
     from drcl.utils.io import atomic_write_text
 
     rows = [r for r in read_metrics(path) if r.get("iter", 0) <= iteration]

@@ -34,6 +34,7 @@ from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
 from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from drcl.utils.run_dir import RunDir, detections_name, metrics_name
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def train_detector(
 
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
+        save_config(cfg, RunDir(work_dir).config)
     data, index = build_finetune_data(cfg, info)
     categories = training_categories(cfg, index)
     if info.is_main:
@@ -159,7 +160,7 @@ def train_detector(
     if report:
         log.warning(report)
     if info.is_main:
-        save_detector(detector, work_dir / "model_final.safetensors", categories)
+        save_detector(detector, RunDir(work_dir).model_final, categories)
     dist.barrier()
     return detector, device, info
 
@@ -230,7 +231,7 @@ def iou_types_of(cfg: Config) -> list[str]:
 def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
     """LVIS-style evaluation on the validation set into ``work_dir/eval``, labels mapped
     through the run's ``categories.json``."""
-    out_dir = ensure_writable_dir(work_dir / "eval")
+    out_dir = ensure_writable_dir(RunDir(work_dir).eval_dir)
     categories = CategoryTable.load(work_dir / CATEGORIES_FILE)
     return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg), categories)
 
@@ -274,7 +275,7 @@ def evaluate_detector(
         log.warning("%s", match.line(categories))
     info, device = dist.get_info(), dist.resolve_device(cfg.train.device)
     rank, world = info.rank, info.world_size
-    final = Path(out_dir) / "detections_bbox.json"
+    final = Path(out_dir) / detections_name("bbox")
     shards = [rank_file(final, r, world) for r in range(world)]
     batch = cfg.finetune.eval_batch_size
     workers = resolve_num_workers(cfg.data.num_workers, device, world)  # -1: for the machine
@@ -309,7 +310,7 @@ def evaluate_detector(
         )
         if not match.exact:
             results[t]["notes"] = [match.line(categories), *results[t].get("notes", [])]
-        atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
+        atomic_write_json(Path(out_dir) / metrics_name(t), json_safe(results[t]), indent=1)
     return results
 
 

@@ -41,12 +41,13 @@ from drcl.utils.io import (
     check_output_file,
     refuse_overwriting_inputs,
 )
+from drcl.utils.run_dir import CONFIG, EVAL, MODEL_FINAL, metrics_name
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
-WEIGHTS_NAME = "model_final.safetensors"
-EVAL_DIR = "eval"  # the run's own evaluation: `drcl test` never writes there
+CONFIG_NAME = CONFIG
+WEIGHTS_NAME = MODEL_FINAL
+EVAL_DIR = EVAL  # the run's own evaluation: `drcl test` never writes there
 DEFAULT_DRAW_THR = 0.3  # drawings only; the results json keeps the LVIS threshold
 
 
@@ -366,7 +367,7 @@ def evaluate_predictions(
         )
         if not match.exact:
             results[t]["notes"] = [match.line(job.categories), *results[t].get("notes", [])]
-        atomic_write_json(out_dir / f"metrics_{t}.json", json_safe(results[t]), indent=1)
+        atomic_write_json(out_dir / metrics_name(t), json_safe(results[t]), indent=1)
     return results
 
 

@@ -31,6 +31,7 @@ from drcl.evaluation.probe import (
     probe_features,
     probe_net,
 )
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class ProbeHook:
         clean = {
             k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
         }
-        with open(self.work_dir / "metrics.jsonl", "a") as fh:
+        with open(RunDir(self.work_dir).metrics, "a") as fh:
             fh.write(json.dumps(clean) + "\n")
         if self._tb is not None:
             for key, value in clean.items():

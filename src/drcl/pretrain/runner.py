@@ -33,6 +33,7 @@ from drcl.sampling.drb import (
 from drcl.sampling.progressive import ProgressiveDRBSampler
 from drcl.transforms.views import TwoViewTransform
 from drcl.utils.io import atomic_write, atomic_write_json
+from drcl.utils.run_dir import RunDir
 
 if TYPE_CHECKING:
     from torch import nn
@@ -155,7 +156,7 @@ def train_and_export(
     """
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
+        save_config(cfg, RunDir(work_dir).config)
     data = build_pretrain_data(cfg, work_dir, info)
     model = build_model(cfg).to(device)
     hooks: list[Any] = []  # filled once the trainer knows max_iters
@@ -191,7 +192,7 @@ def train_and_export(
     report = data.skip_report(data.dataset.images.index)
     if report:
         log.warning(report)
-    out = work_dir / "pretrained.safetensors"
+    out = RunDir(work_dir).pretrained
     if info.is_main:
         export_pretrained(model, cfg, out, trainer.progress.iteration)
     dist.barrier()

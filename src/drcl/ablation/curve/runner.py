@@ -19,6 +19,7 @@ from drcl.ablation.curve import (
 from drcl.ablation.results import METRICS, _percent
 from drcl.config import Config, ConfigError
 from drcl.utils.io import atomic_write_json, atomic_write_text
+from drcl.utils.run_dir import EVAL, RunDir, metrics_name
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def _eval_config(ft: Config, curve: CurveConfig) -> Config:
 def _point(eval_dir: Path, iteration: int, ev: Config, ckpt: Path) -> dict[str, Any]:
     from drcl.finetune.runner import evaluate_checkpoint
 
-    metrics = eval_dir / "metrics_bbox.json"
+    metrics = eval_dir / metrics_name()
     if not metrics.is_file():
         evaluate_checkpoint(ev, ckpt, eval_dir, ["bbox"])
     m = json.loads(metrics.read_text())
@@ -80,9 +81,9 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
     ev = _eval_config(ft, cfg.curve)
     rows = []
     for i in points:
-        rows.append(_point(out / "eval" / f"{i:07d}", i, ev, ckpts[i]))
+        rows.append(_point(out / EVAL / f"{i:07d}", i, ev, ckpts[i]))
         log.info("curve: %d iterations: AP %s on %s", i, rows[-1]["AP"], cfg.curve.eval_ann)
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(RunDir(out).metrics, "".join(json.dumps(r) + "\n" for r in rows))
     result = {
         "row": cfg.baseline,
         "eval_ann": cfg.curve.eval_ann,
