@@ -21,7 +21,10 @@ def test_run_dir_paths(tmp_path):
     assert run.eval_metrics() == tmp_path / "eval" / "metrics_bbox.json"
     assert run.eval_metrics("segm") == tmp_path / "eval" / "metrics_segm.json"
     assert run.detections() == tmp_path / "eval" / "detections_bbox.json"
-    assert (metrics_name("segm"), detections_name()) == ("metrics_segm.json", "detections_bbox.json")
+    assert (metrics_name("segm"), detections_name()) == (
+        "metrics_segm.json",
+        "detections_bbox.json",
+    )
 
 
 def _write(path: Path, text: str) -> Path:

@@ -106,7 +106,7 @@ def run_dir_detections(dets: str, iou_type: str) -> str:
             log.info("--dets %s: using %s", dets, path)
             return str(path)
     raise FileNotFoundError(
-        f"--dets {dets}: a folder without {folder / 'eval' / name} or {folder / name} "
+        f"--dets {dets}: a folder without {RunDir(folder).eval_dir / name} or {folder / name} "
         "(a fine-tuning run folder, or its eval/ folder)"
     )
 

@@ -260,14 +260,11 @@ def _cache_file(
 
 
 def _write_cache(path: Path, crops: Crops) -> None:
-    from safetensors.torch import save_file
+    from drcl.utils.weights import save_state_dict
 
-    from drcl.utils.io import atomic_write
-
-    tensors = {
-        k: getattr(crops, k).contiguous() for k in ("images", "labels", "image_ids", "boxes")
-    }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    save_state_dict(
+        {k: getattr(crops, k) for k in ("images", "labels", "image_ids", "boxes")}, path
+    )
 
 
 def _read_cache(path: Path) -> Crops:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from drcl.config import Config, save_config
 from drcl.data.categories import (
@@ -33,8 +32,9 @@ from drcl.engine.schedule import scaled_lr
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
-from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from drcl.utils.io import atomic_write_json, ensure_writable_dir, read_json
 from drcl.utils.run_dir import RunDir, detections_name, metrics_name
+from drcl.utils.weights import save_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +216,10 @@ def save_detector(
     detector: torch.nn.Module, path: Path, categories: CategoryTable | None = None
 ) -> None:
     """Weights as safetensors; the training categories go into the metadata (json string)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in detector.state_dict().items()}
     metadata = {"format": "pt"}
     if categories is not None:
         metadata[METADATA_KEY] = json.dumps(categories.to_json())
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    save_state_dict(detector.state_dict(), path, metadata)
 
 
 def iou_types_of(cfg: Config) -> list[str]:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors.torch import save_file
 
 from drcl.config import Config, save_config, to_dict
 from drcl.data.coco import CocoIndex
@@ -32,8 +31,9 @@ from drcl.sampling.drb import (
 )
 from drcl.sampling.progressive import ProgressiveDRBSampler
 from drcl.transforms.views import TwoViewTransform
-from drcl.utils.io import atomic_write, atomic_write_json
+from drcl.utils.io import atomic_write_json
 from drcl.utils.run_dir import RunDir
+from drcl.utils.weights import save_state_dict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -262,11 +262,11 @@ def build_drcl_model(cfg: Config) -> DRCLModel:
 def export_pretrained(model: DRCLModel, cfg: Config, out: Path, iteration: int) -> None:
     """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it."""
     state = {
-        k: v.detach().cpu().contiguous()
+        k: v
         for k, v in model.export_state_dict().items()
         if not k.endswith("num_batches_tracked")  # a BN counter, not a weight
     }
-    atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    save_state_dict(state, out, {"format": "pt"})
     atomic_write_json(
         out.with_suffix(".json"),
         {"keys": sorted(state), "iteration": iteration, "config": to_dict(cfg)},
