@@ -39,9 +39,8 @@ from matplotlib.patches import Patch
 from torchvision.ops import box_iou
 
 from drcl.analysis.plotting import new_figure, save_figure
-from drcl.data.coco import frequency_groups
 from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
-from drcl.data.groups import GROUP_NAMES, class_counts
+from drcl.data.groups import GROUP_NAMES, class_counts, groups_for
 from drcl.utils.io import read_json
 
 ERROR_TYPES = ("correct", "classification", "location", "background", "other")
@@ -89,7 +88,7 @@ def category_groups(
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: bad annotation record ({err!r})") from err
     try:
-        return frequency_groups(categories, counts)
+        return groups_for(categories, counts)
     except ValueError as err:  # no counts: say which input is missing
         raise ValueError(f"{err}; pass the training json (train_ann)") from err
 
