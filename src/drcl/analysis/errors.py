@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.patches import Patch
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from drcl.analysis.plotting import new_figure, save_figure
 from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
@@ -132,7 +132,7 @@ def _detection_arrays(dets: Any, source: str) -> dict[str, np.ndarray]:
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{source}: detection {k}: non-finite score/bbox or negative width/height")
-    out["bbox"][:, 2:] += out["bbox"][:, :2]  # xywh -> xyxy
+    out["bbox"] = box_convert(torch.from_numpy(out["bbox"]), "xywh", "xyxy").numpy()
     return out
 
 
