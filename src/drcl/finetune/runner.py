@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from drcl.config import Config, save_config
+from drcl.config.schema import ARCH_FAMILIES
 from drcl.data.categories import (
     CATEGORIES_FILE,
     METADATA_KEY,
@@ -59,7 +60,7 @@ def build_finetune_data(cfg: Config, info: dist.DistInfo) -> tuple[DetectionEpoc
     images_dir = Path(cfg.data.train_images)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
-    with_masks = cfg.finetune.arch == "mask_rcnn"
+    with_masks = ARCH_FAMILIES[cfg.finetune.arch].masks
     images = DetectionDataset(
         None, images_dir, with_masks=with_masks, on_error=cfg.data.on_error, index=index
     )
@@ -224,7 +225,7 @@ def save_detector(
 
 def iou_types_of(cfg: Config) -> list[str]:
     """Box AP always; mask AP too for Mask R-CNN."""
-    return ["bbox", "segm"] if cfg.finetune.arch == "mask_rcnn" else ["bbox"]
+    return ["bbox", "segm"] if ARCH_FAMILIES[cfg.finetune.arch].masks else ["bbox"]
 
 
 def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
@@ -236,7 +237,7 @@ def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> di
 
 
 def _check_iou_types(cfg: Config, iou_types: tuple[str, ...] | list[str]) -> None:
-    if "segm" in iou_types and cfg.finetune.arch != "mask_rcnn":
+    if "segm" in iou_types and not ARCH_FAMILIES[cfg.finetune.arch].masks:
         raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
 
 
