@@ -57,6 +57,55 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph(root: Path = SRC) -> dict[str, set[str]]:
+    """``{module: drcl modules it imports}``, lazy imports inside functions included (they run
+    too, and a circle through them is a web all the same). ``from drcl.a import b`` points at
+    module ``drcl.a.b`` when it is one, else at ``drcl.a``."""
+    modules = {_module_name(p, root): p for p in root.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        deps = graph.setdefault(mod, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            targets = {resolve(n) for n in names if n.split(".")[0] == "drcl"}
+            deps |= {t for t in targets if t is not None and t != mod}
+    return graph
+
+
+def test_module_graph_sees_a_lazy_circle(tmp_path):
+    pkg = tmp_path / "drcl" / "p"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from drcl.p.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from drcl.p import a\n")
+    graph = module_graph(tmp_path / "drcl")
+    assert graph["drcl.p.a"] == {"drcl.p.b"} and graph["drcl.p.b"] == {"drcl.p.a"}
+    assert find_cycle(graph) == ["drcl.p.a", "drcl.p.b", "drcl.p.a"]
+
+
+def test_no_import_circle_between_modules():
+    graph = module_graph()
+    assert {"drcl.pretrain.runner", "drcl.engine.trainer"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, f"module import circle: {' -> '.join(cycle)}"
+
+
 def test_find_cycle_sees_a_cycle_and_a_dag():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None

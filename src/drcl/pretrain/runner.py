@@ -133,10 +133,11 @@ def build_drb_sampler(
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
-    if cfg.pretrain.stage == "box":  # the box-domain stage (drcl.pretrain.box.runner)
-        from drcl.pretrain.box.runner import run_box_pretrain
+    if cfg.pretrain.stage == "box":  # the box-domain stage: its model, this loop
+        from drcl.pretrain.box.runner import build_box_model
 
-        return run_box_pretrain(cfg, work_dir, resume)
+        info = {"stage": "box", "init": cfg.pretrain.box.init}
+        return train_and_export(cfg, work_dir, resume, build_box_model, info)
     return train_and_export(
         cfg, work_dir, resume, build_drcl_model, {"stage": "pretrain", "init": cfg.model.weights}
     )
