@@ -270,6 +270,7 @@ def simulate_box_composition(
 
     from drcl.data.coco import CocoIndex
     from drcl.engine.distributed import DistInfo
+    from drcl.engine.schedule import total_iters
     from drcl.engine.trainer import iters_per_epoch
     from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
     from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
@@ -281,7 +282,7 @@ def simulate_box_composition(
     batch, k = cfg.train.batch_size, cfg.pretrain.lcl.boxes_per_image
     ipe = iters_per_epoch(len(index.image_ids), batch)
     sampler = build_drb_sampler(cfg, factors, batch, ipe, DistInfo())
-    max_iters = cfg.train.max_iters or cfg.train.epochs * ipe
+    max_iters = total_iters(cfg.train, ipe)
     class_factors = torch.as_tensor(
         factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1)
     )

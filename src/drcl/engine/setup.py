@@ -13,7 +13,7 @@ import torch
 from drcl.config.schema import TrainConfig
 from drcl.engine import distributed as dist
 from drcl.engine import runtime
-from drcl.engine.schedule import build_optimizer, build_scheduler
+from drcl.engine.schedule import build_optimizer, build_scheduler, total_iters
 from drcl.engine.trainer import EpochData, Trainer, seed_everything
 from drcl.utils.io import ensure_writable_dir
 
@@ -82,7 +82,7 @@ def make_trainer(
     apply_runtime(train, model, data, device, info)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
-    max_iters = train.max_iters or train.epochs * data.iters_per_epoch
+    max_iters = total_iters(train, data.iters_per_epoch)
     return Trainer(
         wrap_ddp(model, device, sync_bn),
         optimizer,

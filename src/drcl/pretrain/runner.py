@@ -18,7 +18,7 @@ from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
 from drcl.engine import distributed as dist
 from drcl.engine.epoch_data import SamplerEpochData
-from drcl.engine.schedule import scaled_lr
+from drcl.engine.schedule import scaled_lr, total_iters
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
@@ -124,7 +124,7 @@ def build_drb_sampler(
         factors,
         cfg.pretrain.drb,
         batch_per_rank=per_rank,
-        max_iters=cfg.train.max_iters or cfg.train.epochs * ipe,  # as make_trainer
+        max_iters=total_iters(cfg.train, ipe),
         iters_per_epoch=ipe,
         accumulate=cfg.train.accumulate,
         **shard,
