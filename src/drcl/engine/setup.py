@@ -4,7 +4,6 @@ stage runners (``drcl.pretrain.runner``, ``drcl.finetune.runner``) read the root
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,6 @@ def make_trainer(
     lr: float,
     weight_decay: float,
     sync_bn: bool = False,
-    after_step: Callable[[int, float], None] | None = None,
     state_module: torch.nn.Module | None = None,
     cost_info: dict[str, Any] | None = None,
 ) -> Trainer:
@@ -93,7 +91,6 @@ def make_trainer(
         max_iters,
         device,
         info,
-        after_step=after_step,
         state_module=state_module,
         cost_info=cost_info,
     )

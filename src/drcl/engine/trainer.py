@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from drcl.config.schema import TrainConfig
 from drcl.engine import checkpoint as ckpt
 from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
+from drcl.engine.hooks import HookBase
 from drcl.engine.logging import MetricLogger
 from drcl.engine.runtime import batch_to_channels_last
 from drcl.utils.errors import NoBatchError
@@ -87,8 +88,6 @@ class Trainer:
         train_cfg: the ``train`` section of the config.
         work_dir: where checkpoints and logs go.
         max_iters: optimizer steps to run.
-        after_step: called as ``after_step(iteration, progress)`` after each optimizer step
-            (e.g. the EMA target update).
         extra_state: more objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
         state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
             (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
@@ -108,7 +107,6 @@ class Trainer:
         max_iters: int,
         device: torch.device,
         dist: DistInfo,
-        after_step: Callable[[int, float], None] | None = None,
         extra_state: dict[str, Any] | None = None,
         state_module: torch.nn.Module | None = None,
         cost_info: dict[str, Any] | None = None,
@@ -117,7 +115,7 @@ class Trainer:
         self.data, self.cfg = data, train_cfg
         self.work_dir = ensure_writable_dir(work_dir)
         self.max_iters, self.device, self.dist = max_iters, device, dist
-        self.after_step = after_step
+        self.hooks: list[HookBase] = []
         self.extra_state = {"data": data, **(extra_state or {})}
         self.state_module = state_module
         self.progress = Progress()
@@ -262,9 +260,22 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Add hooks (:mod:`drcl.engine.hooks`), called in registration order."""
+        self.hooks.extend(hooks)
+
     def fit(self) -> Progress:
         """Train until ``max_iters``; checkpoints every ``checkpoint_every`` iterations (or every
-        epoch's worth of iterations) and at the end."""
+        epoch's worth of iterations) and at the end. Calls the hooks around it."""
+        try:
+            for hook in self.hooks:
+                hook.before_train()
+            return self._fit()
+        finally:
+            for hook in self.hooks:
+                hook.after_train()
+
+    def _fit(self) -> Progress:
         logger = MetricLogger(
             self.work_dir, self.max_iters, self.progress.iteration, self.dist.is_main
         )
@@ -277,8 +288,8 @@ class Trainer:
                 logs = self._step(stream)
                 self.progress.iteration += 1
                 it = self.progress.iteration
-                if self.after_step is not None:
-                    self.after_step(it, it / self.max_iters)
+                for hook in self.hooks:
+                    hook.after_step(it, it / self.max_iters)
                 logger.step()
                 if it % self.cfg.log_every == 0 or it == self.max_iters:
                     self._log(logger, logs)

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from drcl.engine.hooks import HookBase
 from drcl.evaluation.probe import (
     ProbeData,
     evaluate_features,
@@ -60,7 +61,7 @@ def probe_row(iteration: int, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class ProbeHook:
+class ProbeHook(HookBase):
     """Probe the model's online encoder every ``every`` iterations and at the end.
 
     Args:

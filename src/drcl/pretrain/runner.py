@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
 from drcl.engine import distributed as dist
 from drcl.engine.epoch_data import SamplerEpochData
+from drcl.engine.hooks import EMAHook, HookBase
 from drcl.engine.schedule import scaled_lr, total_iters
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
@@ -160,13 +161,6 @@ def train_and_export(
         save_config(cfg, RunDir(work_dir).config)
     data = build_pretrain_data(cfg, work_dir, info)
     model = build_model(cfg).to(device)
-    hooks: list[Any] = []  # filled once the trainer knows max_iters
-
-    def after_step(iteration: int, progress: float) -> None:
-        model.update_target(progress)
-        for hook in hooks:
-            hook.after_step(iteration, progress)
-
     trainer = make_trainer(
         cfg.train,
         model,
@@ -177,19 +171,13 @@ def train_and_export(
         scaled_lr(cfg.train),
         cfg.train.weight_decay,
         sync_bn=cfg.model.norm == "sync_bn",
-        after_step=after_step,
         cost_info=cost_info,
     )
-    hooks += pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
+    hooks = pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
+    trainer.register_hooks([EMAHook(model), *hooks])  # the EMA target first, as before a probe
     if resume:
         trainer.resume()
-    for hook in hooks:
-        hook.before_train()
-    try:
-        trainer.fit()
-    finally:
-        for hook in hooks:
-            hook.after_train()
+    trainer.fit()
     report = data.skip_report(data.dataset.images.index)
     if report:
         log.warning(report)
@@ -202,7 +190,7 @@ def train_and_export(
 
 def pretrain_hooks(
     cfg: Config, model: nn.Module, max_iters: int, work_dir: Path, info: dist.DistInfo
-) -> list[Any]:
+) -> list[HookBase]:
     """Hooks (``before_train / after_step / after_train``) the config asks for: the crop probe
     (``pretrain.probe.every``) on the online encoder."""
     p = cfg.pretrain.probe

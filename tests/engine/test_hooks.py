@@ -1,0 +1,65 @@
+"""Hooks: called in registration order around the loop, after_train also on failure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from drcl.engine.hooks import EMAHook, HookBase
+
+from .toy import make_trainer
+
+
+class Recorder(HookBase):
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls = name, calls
+
+    def before_train(self) -> None:
+        self.calls.append((self.name, "before"))
+
+    def after_step(self, iteration: int, progress: float) -> None:
+        self.calls.append((self.name, iteration, progress))
+
+    def after_train(self) -> None:
+        self.calls.append((self.name, "after"))
+
+
+def test_hooks_run_in_order_with_iteration_and_progress(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=2)
+    calls: list = []
+    trainer.register_hooks([Recorder("a", calls), Recorder("b", calls)])
+    trainer.fit()
+    assert calls == [
+        ("a", "before"),
+        ("b", "before"),
+        ("a", 1, 0.5),
+        ("b", 1, 0.5),
+        ("a", 2, 1.0),
+        ("b", 2, 1.0),
+        ("a", "after"),
+        ("b", "after"),
+    ]
+
+
+def test_after_train_runs_when_a_step_fails(tmp_path):
+    class Boom(HookBase):
+        def after_step(self, iteration: int, progress: float) -> None:
+            raise RuntimeError("boom")
+
+    trainer = make_trainer(tmp_path, max_iters=3)
+    calls: list = []
+    trainer.register_hooks([Boom(), Recorder("r", calls)])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit()
+    assert calls == [("r", "before"), ("r", "after")]
+
+
+def test_ema_hook_passes_progress_to_update_target():
+    seen = []
+
+    class Model(torch.nn.Module):
+        def update_target(self, progress: float) -> None:
+            seen.append(progress)
+
+    EMAHook(Model()).after_step(3, 0.75)
+    assert seen == [0.75]
