@@ -161,13 +161,24 @@ def resolve_grid(cfg: AblateConfig, work_dir: Path) -> AblateConfig:
     dose in epochs becomes the pre-training ``train.max_iters``, and the proposals file of the
     detector-proposal rows gets its path."""
     if cfg.pretrain_epochs > 0:
-        pre = load_config(cfg.pretrain_config, [*cfg.overrides, *cfg.pretrain_overrides])
+        pre = load_config(cfg.pretrain_config, stage_overrides(cfg, "pretrain"))
         dose = f"train.max_iters={dose_in_epochs(pre.data, pre.train, cfg.pretrain_epochs).iters}"
         if not cfg.pretrain_overrides or cfg.pretrain_overrides[-1] != dose:
             cfg.pretrain_overrides = [*cfg.pretrain_overrides, dose]
     if cfg.proposals.rows and cfg.proposals.file is None:
         cfg.proposals.file = str(work_dir / "proposals" / "detector.json")
     return cfg
+
+
+def stage_overrides(cfg: AblateConfig, stage: str) -> list[str]:
+    """What every config of a stage (``pretrain``, ``box``, ``finetune``) of the grid starts
+    from: the shared ``overrides``, then the stage's own; rows and seeds add to it."""
+    own = {
+        "pretrain": cfg.pretrain_overrides,
+        "box": cfg.box_overrides,
+        "finetune": cfg.finetune_overrides,
+    }[stage]
+    return [*cfg.overrides, *own]
 
 
 def _proposal_overrides(cfg: AblateConfig, row: str) -> list[str]:
@@ -186,8 +197,7 @@ def pretrain_config(cfg: AblateConfig, row: str, seed: int, generic: str | None)
         raise ValueError(f"row {row!r} has no pre-training")
     weights = generic if spec.init == "generic" else None
     args = [
-        *cfg.overrides,
-        *cfg.pretrain_overrides,
+        *stage_overrides(cfg, "pretrain"),
         *component_overrides(spec.components),
         *cfg.row_overrides.get(row, []),
         *_proposal_overrides(cfg, row),
@@ -231,8 +241,7 @@ def ensure_proposals(cfg: AblateConfig, work_dir: Path) -> str | None:
     det = load_config(
         cfg.pretrain_config,
         [
-            *cfg.overrides,
-            *cfg.pretrain_overrides,
+            *stage_overrides(cfg, "pretrain"),
             "pretrain.proposals.source=detector",
             *cfg.proposals.overrides,
         ],
@@ -252,8 +261,7 @@ def box_stage_config(
     box = load_config(
         cfg.box_config,
         [
-            *cfg.overrides,
-            *cfg.box_overrides,
+            *stage_overrides(cfg, "box"),
             *cfg.row_overrides.get(row, []),
             f"train.seed={seed}",
             f"pretrain.box.init={_yaml_path(image_ckpt)}",
@@ -290,7 +298,7 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
     """
     pre = load_config(
         cfg.pretrain_config,
-        [*cfg.overrides, *cfg.pretrain_overrides, *component_overrides(COMPONENTS)],
+        [*stage_overrides(cfg, "pretrain"), *component_overrides(COMPONENTS)],
     )
     ft = _base_finetune(cfg, seed)
     for name, c in (("pre-training", pre), ("fine-tuning", ft)):
@@ -304,7 +312,7 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
 def _base_finetune(cfg: AblateConfig, seed: int, extra: list[str] | None = None) -> Config:
     return load_config(
         cfg.finetune_config,
-        [*cfg.overrides, *cfg.finetune_overrides, *(extra or []), f"train.seed={seed}"],
+        [*stage_overrides(cfg, "finetune"), *(extra or []), f"train.seed={seed}"],
     )
 
 
