@@ -63,3 +63,26 @@ def test_ema_hook_passes_progress_to_update_target():
 
     EMAHook(Model()).after_step(3, 0.75)
     assert seen == [0.75]
+
+
+def test_on_batch_sees_every_batch_and_logs_join_the_log_row(tmp_path):
+    from drcl.utils.run_dir import RunDir, read_metrics
+
+    class Counter(HookBase):
+        def __init__(self) -> None:
+            self.batches = 0
+
+        def on_batch(self, batch) -> None:
+            assert batch is not None
+            self.batches += 1
+
+        def logs(self) -> dict[str, float]:
+            return {"batches_seen": float(self.batches)}
+
+    trainer = make_trainer(tmp_path, max_iters=3, overrides=["train.accumulate=2"])
+    counter = Counter()
+    trainer.register_hooks([counter])
+    trainer.fit()
+    assert counter.batches == 6  # accumulate=2 micro-batches per step
+    rows = read_metrics(RunDir(tmp_path).metrics)
+    assert [r["batches_seen"] for r in rows] == [2.0, 4.0, 6.0]

@@ -230,7 +230,10 @@ class Trainer:
         scale = self.scaler.get_scale() if self._grad_stats else 1.0
         for _ in range(self.cfg.accumulate):
             td = time.perf_counter()
-            batch = self.data.to_device(next(stream), self.device)
+            batch = next(stream)
+            for hook in self.hooks:
+                hook.on_batch(batch)
+            batch = self.data.to_device(batch, self.device)
             if self.cfg.channels_last:  # NHWC images for NHWC weights (drcl.engine.runtime)
                 batch = batch_to_channels_last(batch)
             data_time += time.perf_counter() - td
@@ -304,6 +307,8 @@ class Trainer:
         record = {"iter": self.progress.iteration, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update(logs)
         record.update(self.data.logs())
+        for hook in self.hooks:
+            record.update(hook.logs())
         if self.skipped_steps:
             record["skipped_steps"] = self.skipped_steps
         logger.log(record)

@@ -22,7 +22,7 @@ from drcl.engine.hooks import EMAHook, HookBase
 from drcl.engine.schedule import scaled_lr, total_iters
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
-from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
+from drcl.pretrain.box_composition import BoxCompositionHook, label_groups
 from drcl.pretrain.dataset import PretrainDataset, collate_views
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
 from drcl.sampling.drb import (
@@ -108,7 +108,6 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     data = SamplerEpochData(
         dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers, pin_memory=pin
     )
-    data.box_meter = BoxCompositionMeter(label_groups(index))  # the mechanism figure's data
     return data
 
 
@@ -174,7 +173,9 @@ def train_and_export(
         cost_info=cost_info,
     )
     hooks = pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
-    trainer.register_hooks([EMAHook(model), *hooks])  # the EMA target first, as before a probe
+    composition = BoxCompositionHook(label_groups(data.dataset.images.index))  # mechanism fig.
+    # the EMA target first, as before a probe
+    trainer.register_hooks([EMAHook(model), composition, *hooks])
     if resume:
         trainer.resume()
     trainer.fit()
