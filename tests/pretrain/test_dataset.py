@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from drcl.pretrain.dataset import _pad, collate_views
+from drcl.pretrain.dataset import _pad, collate_views, draw_boxes
+from drcl.sampling.drb import DRBSample, select_boxes
 
 
 def test_pad_fills_to_k_with_zeros_and_false_and_truncates():
@@ -22,3 +23,16 @@ def test_collate_views_stacks_every_key():
     out = collate_views([a, b])
     assert out["view1"].shape == (2, 3, 4, 4) and out["view1"][1].eq(1).all()
     assert out["alpha"].tolist() == [0.25, 0.5]
+
+
+def test_draw_boxes_is_the_samples_first_seeded_draw():
+    labels = torch.tensor([0, 1, 2, 2, 3, 1, 0, 2, 3, 3, 1, 2])
+    factors = torch.tensor([1.0, 4.0, 1.0, 2.0], dtype=torch.float64)
+    sample = DRBSample(index=5, alpha=0.7, seed=1234)
+    chosen, g = draw_boxes(labels, sample, 8, factors)
+    ref_g = torch.Generator().manual_seed(1234)
+    assert torch.equal(chosen, select_boxes(labels, 8, 0.7, factors, ref_g))
+    assert len(chosen) == 8 and len(set(chosen.tolist())) == 8
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=ref_g))  # continued
+    again, _ = draw_boxes(labels, sample, 8, factors)
+    assert torch.equal(again, chosen)

@@ -273,8 +273,8 @@ def simulate_box_composition(
     from drcl.engine.schedule import total_iters
     from drcl.engine.trainer import iters_per_epoch
     from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
+    from drcl.pretrain.dataset import draw_boxes
     from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
-    from drcl.sampling.drb import select_boxes
 
     index = CocoIndex.from_file(cfg.data.train_ann)
     factors = drb_factors(cfg, index)
@@ -295,8 +295,7 @@ def simulate_box_composition(
         for pos, sample in enumerate(sampler):
             labels = proposals.get(index.image_ids[sample.index], (None, empty))[1]
             labels = torch.as_tensor(labels, dtype=torch.int64)
-            g = torch.Generator().manual_seed(int(sample.seed))  # as PretrainDataset draws
-            meter.update(labels[select_boxes(labels, k, sample.alpha, class_factors, g)])
+            meter.update(labels[draw_boxes(labels, sample, k, class_factors)[0]])
             if (pos + 1) % batch:
                 continue
             done += 1
