@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "drcl"
 
 
+@functools.cache  # parsed once per session: every parametrized case reads the same graph
 def package_graph(root: Path = SRC) -> dict[str, set[str]]:
     """``{package: packages it imports}`` from every ``import drcl.X...`` / ``from drcl.X ...``
     in ``root`` (lazy imports inside functions count too: they are dependencies all the same)."""
@@ -62,6 +64,7 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def module_graph(root: Path = SRC) -> dict[str, set[str]]:
     """``{module: drcl modules it imports}``, lazy imports inside functions included (they run
     too, and a circle through them is a web all the same). ``from drcl.a import b`` points at
