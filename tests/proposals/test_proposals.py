@@ -158,7 +158,7 @@ def test_proposals_file_ignored_with_source_gt_is_warned_about(tiny_overrides, t
     from drcl.pretrain.runner import resolve_proposals
 
     cfg = load_config("configs/pretrain/demo.yaml", over)
-    resolve_proposals(cfg, CocoIndex.from_file(cfg.data.train_ann), tmp_path)
+    resolve_proposals(cfg.pretrain.proposals, CocoIndex.from_file(cfg.data.train_ann), tmp_path)
     assert "is not read: pretrain.proposals.source=gt uses the training boxes" in (
         capsys.readouterr().err
     )

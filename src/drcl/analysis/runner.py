@@ -277,11 +277,11 @@ def simulate_box_composition(
     from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
 
     index = CocoIndex.from_file(cfg.data.train_ann)
-    factors = drb_factors(cfg, index)
-    proposals = resolve_proposals(cfg, index, Path(work_dir))
+    factors = drb_factors(cfg.pretrain.drb, index)
+    proposals = resolve_proposals(cfg.pretrain.proposals, index, Path(work_dir))
     batch, k = cfg.train.batch_size, cfg.pretrain.lcl.boxes_per_image
     ipe = iters_per_epoch(len(index.image_ids), batch)
-    sampler = build_drb_sampler(cfg, factors, batch, ipe, DistInfo())
+    sampler = build_drb_sampler(cfg.pretrain.drb, cfg.train, factors, batch, ipe, DistInfo())
     max_iters = total_iters(cfg.train, ipe)
     class_factors = torch.as_tensor(
         factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1)

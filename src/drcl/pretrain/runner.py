@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from drcl.config import Config, save_config, to_dict
+from drcl.config.schema import DataConfig, DRBConfig, ProbeConfig, ProposalConfig, TrainConfig
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
 from drcl.engine import distributed as dist
@@ -44,10 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposals:
+def resolve_proposals(p: ProposalConfig, index: CocoIndex, work_dir: Path) -> Proposals:
     """The boxes to pre-train on (``pretrain.proposals``): the training boxes for ``source=gt``,
     else ``file`` (a results json; for ``source=detector`` the output of ``drcl proposals``)."""
-    p = cfg.pretrain.proposals
     if p.source == "gt" and p.file:
         log.warning(
             "pretrain.proposals.file=%s is not read: pretrain.proposals.source=gt uses the "
@@ -68,15 +68,15 @@ def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposal
     return load_proposals(path, index.data, index.cat_id_to_label)
 
 
-def drb_factors(cfg: Config, index: CocoIndex) -> RepeatFactors:
+def drb_factors(drb: DRBConfig, index: CocoIndex) -> RepeatFactors:
     """Image- and instance-level repeat factors of the training set (``pretrain.drb``)."""
     labels = index.image_labels()
     return repeat_factors_from_image_counts(
         (labels.offsets, labels.labels),
         len(labels),
-        cfg.pretrain.drb.threshold,
+        drb.threshold,
         index.num_classes,
-        instance_factor=cfg.pretrain.drb.instance_factor,
+        instance_factor=drb.instance_factor,
     )
 
 
@@ -86,7 +86,7 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     if not images_dir.is_dir():
         raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
     images = DetectionDataset(None, images_dir, on_error=cfg.data.on_error, index=index)
-    factors = drb_factors(cfg, index)
+    factors = drb_factors(cfg.pretrain.drb, index)
     per_rank = cfg.train.batch_size // info.world_size
     if per_rank < 1 or per_rank * info.world_size != cfg.train.batch_size:
         raise ValueError(
@@ -94,10 +94,10 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
             "processes"
         )
     ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    sampler = build_drb_sampler(cfg, factors, per_rank, ipe, info)
+    sampler = build_drb_sampler(cfg.pretrain.drb, cfg.train, factors, per_rank, ipe, info)
     dataset = PretrainDataset(
         images,
-        resolve_proposals(cfg, index, work_dir),
+        resolve_proposals(cfg.pretrain.proposals, index, work_dir),
         TwoViewTransform(cfg.pretrain.views),
         factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1),
         cfg.pretrain.lcl.boxes_per_image,
@@ -112,21 +112,24 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
 
 
 def build_drb_sampler(
-    cfg: Config, factors: RepeatFactors, per_rank: int, ipe: int, info: dist.DistInfo
+    drb: DRBConfig,
+    train: TrainConfig,
+    factors: RepeatFactors,
+    per_rank: int,
+    ipe: int,
+    info: dist.DistInfo,
 ) -> DynamicRebalancingSampler | ProgressiveDRBSampler:
     """The pre-training sampler: alpha per iteration (default) or per sampler epoch."""
-    shard = {"seed": cfg.train.seed, "num_replicas": info.world_size, "rank": info.rank}
-    if cfg.pretrain.drb.alpha_update == "epoch":
-        return DynamicRebalancingSampler.from_config(
-            factors, cfg.pretrain.drb, with_context=True, **shard
-        )
+    shard = {"seed": train.seed, "num_replicas": info.world_size, "rank": info.rank}
+    if drb.alpha_update == "epoch":
+        return DynamicRebalancingSampler.from_config(factors, drb, with_context=True, **shard)
     return ProgressiveDRBSampler.from_config(
         factors,
-        cfg.pretrain.drb,
+        drb,
         batch_per_rank=per_rank,
-        max_iters=total_iters(cfg.train, ipe),
+        max_iters=total_iters(train, ipe),
         iters_per_epoch=ipe,
-        accumulate=cfg.train.accumulate,
+        accumulate=train.accumulate,
         **shard,
     )
 
@@ -172,7 +175,7 @@ def train_and_export(
         sync_bn=cfg.model.norm == "sync_bn",
         cost_info=cost_info,
     )
-    hooks = pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
+    hooks = pretrain_hooks(cfg.pretrain.probe, cfg.data, model, trainer.max_iters, work_dir, info)
     composition = BoxCompositionHook(label_groups(data.dataset.images.index))  # mechanism fig.
     # the EMA target first, as before a probe
     trainer.register_hooks([EMAHook(model), composition, *hooks])
@@ -184,24 +187,28 @@ def train_and_export(
         log.warning(report)
     out = RunDir(work_dir).pretrained
     if info.is_main:
-        export_pretrained(model, cfg, out, trainer.progress.iteration)
+        export_pretrained(model, to_dict(cfg), out, trainer.progress.iteration)
     dist.barrier()
     return out
 
 
 def pretrain_hooks(
-    cfg: Config, model: nn.Module, max_iters: int, work_dir: Path, info: dist.DistInfo
+    p: ProbeConfig,
+    d: DataConfig,
+    model: nn.Module,
+    max_iters: int,
+    work_dir: Path,
+    info: dist.DistInfo,
 ) -> list[HookBase]:
     """Hooks (``before_train / after_step / after_train``) the config asks for: the crop probe
-    (``pretrain.probe.every``) on the online encoder."""
-    p = cfg.pretrain.probe
+    (``pretrain.probe.every``) on the online encoder; ``p`` is ``pretrain.probe``, ``d`` the
+    ``data`` section (the default probe split is the tune split beside the training data)."""
     if p.every < 0:
         raise ValueError(f"pretrain.probe.every: got {p.every}, expected >= 0 (0 = off)")
     if p.every == 0:
         return []
     from drcl.pretrain.probe_hook import ProbeHook, default_probe_split
 
-    d = cfg.data
     if p.ann is not None and p.images is not None:
         split = (p.ann, p.images)
     elif p.ann is None and p.images is None:
@@ -249,8 +256,9 @@ def build_drcl_model(cfg: Config) -> DRCLModel:
     )
 
 
-def export_pretrained(model: DRCLModel, cfg: Config, out: Path, iteration: int) -> None:
-    """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it."""
+def export_pretrained(model: DRCLModel, config: dict, out: Path, iteration: int) -> None:
+    """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it
+    (``config``: the run's resolved config as a dict)."""
     state = {
         k: v
         for k, v in model.export_state_dict().items()
@@ -259,6 +267,6 @@ def export_pretrained(model: DRCLModel, cfg: Config, out: Path, iteration: int) 
     save_state_dict(state, out, {"format": "pt"})
     atomic_write_json(
         out.with_suffix(".json"),
-        {"keys": sorted(state), "iteration": iteration, "config": to_dict(cfg)},
+        {"keys": sorted(state), "iteration": iteration, "config": config},
         indent=1,
     )
