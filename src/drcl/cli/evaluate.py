@@ -79,7 +79,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     check_output_dir(work_dir, "--work-dir", inputs=inputs)
     if val_ann is not None:  # (unset: evaluate_checkpoint says data.val_ann is required)
         check_ground_truth(val_ann, "data.val_ann")
-    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg))
+    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg.finetune.arch))
     if not result:  # ranks other than 0 return {}
         return 0
     for metrics in result.values():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from drcl.config import Config, save_config
-from drcl.config.schema import ARCH_FAMILIES
+from drcl.config.schema import ARCH_FAMILIES, DataConfig, GroupsConfig
 from drcl.data.categories import (
     CATEGORIES_FILE,
     METADATA_KEY,
@@ -127,7 +127,7 @@ def train_detector(
     if info.is_main:
         save_config(cfg, RunDir(work_dir).config)
     data, index = build_finetune_data(cfg, info)
-    categories = training_categories(cfg, index)
+    categories = training_categories(cfg.data.groups, index)
     if info.is_main:
         record_categories(categories, work_dir, resume)
     # federated / ECM / Seesaw read training *image* counts per class (label order)
@@ -166,9 +166,8 @@ def train_detector(
     return detector, device, info
 
 
-def training_categories(cfg: Config, index: CocoIndex) -> CategoryTable:
+def training_categories(groups: GroupsConfig, index: CocoIndex) -> CategoryTable:
     """The record of the training categories (``data.groups`` thresholds for ``frequency``)."""
-    groups = cfg.data.groups
     return CategoryTable.from_coco(index, groups.rare_max, groups.common_max)
 
 
@@ -197,18 +196,18 @@ def run_finetune(
     Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
     """
     init = init or cfg.finetune.init
-    check_val_categories(cfg)  # before training: a refusal must not come after hours
+    check_val_categories(cfg.data)  # before training: a refusal must not come after hours
     detector, _, _ = train_detector(cfg, work_dir, init, resume)
     return evaluate_model(cfg, detector, Path(work_dir))
 
 
-def check_val_categories(cfg: Config) -> None:
+def check_val_categories(data: DataConfig) -> None:
     """Match ``data.val_ann``'s categories with ``data.train_ann``'s by id (raises on a name
     mismatch unless ``data.allow_category_mismatch``); logs the one-line summary."""
-    train = CategoryTable.from_coco(cfg.data.train_ann)
-    val = read_json(cfg.data.val_ann)
+    train = CategoryTable.from_coco(data.train_ann)
+    val = read_json(data.val_ann)
     cats = val.get("categories", []) if isinstance(val, dict) else []
-    match = match_categories(train, cats, cfg.data.val_ann, cfg.data.allow_category_mismatch)
+    match = match_categories(train, cats, data.val_ann, data.allow_category_mismatch)
     if not match.exact:
         log.warning("%s", match.line(train))
 
@@ -223,9 +222,9 @@ def save_detector(
     save_state_dict(detector.state_dict(), path, metadata)
 
 
-def iou_types_of(cfg: Config) -> list[str]:
-    """Box AP always; mask AP too for Mask R-CNN."""
-    return ["bbox", "segm"] if ARCH_FAMILIES[cfg.finetune.arch].masks else ["bbox"]
+def iou_types_of(arch: str) -> list[str]:
+    """Box AP always; mask AP too for a detector with masks (``finetune.arch``)."""
+    return ["bbox", "segm"] if ARCH_FAMILIES[arch].masks else ["bbox"]
 
 
 def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
@@ -233,11 +232,11 @@ def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> di
     through the run's ``categories.json``."""
     out_dir = ensure_writable_dir(RunDir(work_dir).eval_dir)
     categories = CategoryTable.load(work_dir / CATEGORIES_FILE)
-    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg), categories)
+    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg.finetune.arch), categories)
 
 
-def _check_iou_types(cfg: Config, iou_types: tuple[str, ...] | list[str]) -> None:
-    if "segm" in iou_types and not ARCH_FAMILIES[cfg.finetune.arch].masks:
+def _check_iou_types(arch: str, iou_types: tuple[str, ...] | list[str]) -> None:
+    if "segm" in iou_types and not ARCH_FAMILIES[arch].masks:
         raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
 
 
@@ -266,7 +265,7 @@ def evaluate_detector(
     from drcl.engine.runtime import resolve_num_workers
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
-    _check_iou_types(cfg, iou_types)
+    _check_iou_types(cfg.finetune.arch, iou_types)
     dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
     match = match_categories(
         categories, dataset.index.categories, cfg.data.val_ann, cfg.data.allow_category_mismatch
@@ -328,9 +327,9 @@ def evaluate_checkpoint(
     """
     from drcl.detection.inference import load_detector_weights
 
-    iou_types = iou_types_of(cfg) if iou_types is None else iou_types
-    _check_iou_types(cfg, iou_types)
-    categories = checkpoint_categories(cfg, checkpoint)
+    iou_types = iou_types_of(cfg.finetune.arch) if iou_types is None else iou_types
+    _check_iou_types(cfg.finetune.arch, iou_types)
+    categories = checkpoint_categories(cfg.data, checkpoint)
     num_classes = categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
     model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
@@ -339,7 +338,7 @@ def evaluate_checkpoint(
     return evaluate_detector(cfg, model, work_dir, iou_types, categories)
 
 
-def checkpoint_categories(cfg: Config, checkpoint: str | os.PathLike) -> CategoryTable:
+def checkpoint_categories(data: DataConfig, checkpoint: str | os.PathLike) -> CategoryTable:
     """The checkpoint's training categories: its record (safetensors metadata or the run
     folder's ``categories.json``), else ``data.train_ann``'s with a warning (a checkpoint from
     before records, or from another tool)."""
@@ -352,6 +351,6 @@ def checkpoint_categories(cfg: Config, checkpoint: str | os.PathLike) -> Categor
         checkpoint,
         METADATA_KEY,
         CATEGORIES_FILE,
-        cfg.data.train_ann,
+        data.train_ann,
     )
-    return training_categories(cfg, CocoIndex.from_file(cfg.data.train_ann))
+    return training_categories(data.groups, CocoIndex.from_file(data.train_ann))
