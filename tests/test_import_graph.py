@@ -194,3 +194,64 @@ def test_no_root_config_parameter_below_the_runners():
         and (bad := _untyped_cfg_params(path))
     }
     assert not offenders, offenders
+
+
+# The functions outside config/ that still take the root Config (issue 21: each stage is to
+# read it in one ``from_config`` only). A function may leave this list, none may join it.
+ROOT_CONFIG_READERS = {
+    "ablation/curve/runner.py": {"_eval_config", "_point"},
+    "ablation/runner.py": {"canonical_recipe", "run_row_seed"},
+    "analysis/runner.py": {"_load_detector", "run_attention", "simulate_box_composition"},
+    "finetune/runner.py": {
+        "build_finetune_data",
+        "build_detector_from_config",
+        "train_detector",
+        "run_finetune",
+        "evaluate_model",
+        "evaluate_detector",
+        "evaluate_checkpoint",
+    },
+    "predict/runner.py": {"from_config"},
+    "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
+    "pretrain/runner.py": {
+        "build_pretrain_data",
+        "run_pretrain",
+        "train_and_export",
+        "build_drcl_model",
+    },
+    "proposals/runner.py": {"detector_config", "run_detector_proposals", "run_proposals"},
+}
+
+
+def _root_config_functions(root: Path = SRC) -> dict[str, set[str]]:
+    """``{file: functions with a parameter annotated Config (or an unannotated cfg)}``."""
+    found: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("config", "cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+                anns = [(a.arg, ast.unparse(a.annotation) if a.annotation else None) for a in args]
+                if any(ann == "Config" or (n == "cfg" and ann is None) for n, ann in anns):
+                    found.setdefault(rel.as_posix(), set()).add(node.name)
+    return found
+
+
+def test_no_new_function_takes_the_root_config():
+    found = _root_config_functions()
+    new = {f: sorted(names - ROOT_CONFIG_READERS.get(f, set())) for f, names in found.items()}
+    assert not {f: n for f, n in new.items() if n}, f"new root-Config readers: {new}"
+    gone = {f: sorted(n - found.get(f, set())) for f, n in ROOT_CONFIG_READERS.items()}
+    assert not {f: n for f, n in gone.items() if n}, f"no longer root-Config readers: {gone}"
+
+
+def test_root_config_functions_are_seen(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "runner.py").write_text(
+        "def a(cfg: Config): ...\ndef b(cfg): ...\ndef c(data: DataConfig): ...\n"
+    )
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "loader.py").write_text("def d(cfg: Config): ...\n")
+    assert _root_config_functions(tmp_path) == {"x/runner.py": {"a", "b"}}
