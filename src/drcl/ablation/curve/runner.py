@@ -17,7 +17,7 @@ from drcl.ablation.curve import (
     pick_length,
 )
 from drcl.ablation.results import METRICS, _percent
-from drcl.config import Config, ConfigError
+from drcl.config import Config, ConfigError, derive_config
 from drcl.utils.io import atomic_write_json, atomic_write_text
 from drcl.utils.run_dir import EVAL, RunDir, metrics_name
 
@@ -25,12 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def _eval_config(ft: Config, curve: CurveConfig) -> Config:
-    from omegaconf import OmegaConf
-
-    ev = OmegaConf.merge(ft, {})
-    ev.data.val_ann, ev.data.val_images = curve.eval_ann, curve.eval_images
-    ev.model.weights = None  # the checkpoint holds every weight
-    return ev  # type: ignore[return-value]
+    """The fine-tuning config evaluated on the curve's split; the checkpoint holds every weight."""
+    changes = {"data.val_ann": curve.eval_ann, "data.val_images": curve.eval_images}
+    return derive_config(ft, {**changes, "model.weights": None})
 
 
 def _point(eval_dir: Path, iteration: int, ev: Config, ckpt: Path) -> dict[str, Any]:
