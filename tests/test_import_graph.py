@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "drcl"
 
 
+@functools.cache  # parsed once per session: every parametrized case reads the same graph
 def package_graph(root: Path = SRC) -> dict[str, set[str]]:
     """``{package: packages it imports}`` from every ``import drcl.X...`` / ``from drcl.X ...``
     in ``root`` (lazy imports inside functions count too: they are dependencies all the same)."""
@@ -55,6 +57,56 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.cache
+def module_graph(root: Path = SRC) -> dict[str, set[str]]:
+    """``{module: drcl modules it imports}``, lazy imports inside functions included (they run
+    too, and a circle through them is a web all the same). ``from drcl.a import b`` points at
+    module ``drcl.a.b`` when it is one, else at ``drcl.a``."""
+    modules = {_module_name(p, root): p for p in root.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        deps = graph.setdefault(mod, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            targets = {resolve(n) for n in names if n.split(".")[0] == "drcl"}
+            deps |= {t for t in targets if t is not None and t != mod}
+    return graph
+
+
+def test_module_graph_sees_a_lazy_circle(tmp_path):
+    pkg = tmp_path / "drcl" / "p"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from drcl.p.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from drcl.p import a\n")
+    graph = module_graph(tmp_path / "drcl")
+    assert graph["drcl.p.a"] == {"drcl.p.b"} and graph["drcl.p.b"] == {"drcl.p.a"}
+    assert find_cycle(graph) == ["drcl.p.a", "drcl.p.b", "drcl.p.a"]
+
+
+def test_no_import_circle_between_modules():
+    graph = module_graph()
+    assert {"drcl.pretrain.runner", "drcl.engine.trainer"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, f"module import circle: {' -> '.join(cycle)}"
 
 
 def test_find_cycle_sees_a_cycle_and_a_dag():
@@ -142,3 +194,64 @@ def test_no_root_config_parameter_below_the_runners():
         and (bad := _untyped_cfg_params(path))
     }
     assert not offenders, offenders
+
+
+# The functions outside config/ that still take the root Config (issue 21: each stage is to
+# read it in one ``from_config`` only). A function may leave this list, none may join it.
+ROOT_CONFIG_READERS = {
+    "ablation/curve/runner.py": {"_eval_config", "_point"},
+    "ablation/runner.py": {"canonical_recipe", "run_row_seed"},
+    "analysis/runner.py": {"_load_detector", "run_attention", "simulate_box_composition"},
+    "finetune/runner.py": {
+        "build_finetune_data",
+        "build_detector_from_config",
+        "train_detector",
+        "run_finetune",
+        "evaluate_model",
+        "evaluate_detector",
+        "evaluate_checkpoint",
+    },
+    "predict/runner.py": {"from_config"},
+    "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
+    "pretrain/runner.py": {
+        "build_pretrain_data",
+        "run_pretrain",
+        "train_and_export",
+        "build_drcl_model",
+    },
+    "proposals/runner.py": {"detector_config", "run_detector_proposals", "run_proposals"},
+}
+
+
+def _root_config_functions(root: Path = SRC) -> dict[str, set[str]]:
+    """``{file: functions with a parameter annotated Config (or an unannotated cfg)}``."""
+    found: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("config", "cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+                anns = [(a.arg, ast.unparse(a.annotation) if a.annotation else None) for a in args]
+                if any(ann == "Config" or (n == "cfg" and ann is None) for n, ann in anns):
+                    found.setdefault(rel.as_posix(), set()).add(node.name)
+    return found
+
+
+def test_no_new_function_takes_the_root_config():
+    found = _root_config_functions()
+    new = {f: sorted(names - ROOT_CONFIG_READERS.get(f, set())) for f, names in found.items()}
+    assert not {f: n for f, n in new.items() if n}, f"new root-Config readers: {new}"
+    gone = {f: sorted(n - found.get(f, set())) for f, n in ROOT_CONFIG_READERS.items()}
+    assert not {f: n for f, n in gone.items() if n}, f"no longer root-Config readers: {gone}"
+
+
+def test_root_config_functions_are_seen(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "runner.py").write_text(
+        "def a(cfg: Config): ...\ndef b(cfg): ...\ndef c(data: DataConfig): ...\n"
+    )
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "loader.py").write_text("def d(cfg: Config): ...\n")
+    assert _root_config_functions(tmp_path) == {"x/runner.py": {"a", "b"}}

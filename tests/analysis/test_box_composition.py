@@ -18,6 +18,7 @@ from drcl.analysis.cli import cli_analyze
 from drcl.analysis.runner import simulate_box_composition
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
+from drcl.pretrain.box_composition import BoxCompositionHook, label_groups
 from drcl.pretrain.runner import build_pretrain_data
 from drcl.report.figures import box_composition_section
 
@@ -51,14 +52,19 @@ def test_simulation_replays_the_training_box_selection(tiny_overrides, tmp_path)
     assert [r["iter"] for r in rows] == [1, 2, 3]
     data = build_pretrain_data(cfg, tmp_path / "run", DistInfo())
     batches = data.batches(0, 0.0)
-    groups = data.box_meter.groups
+    groups = label_groups(data.dataset.images.index)
+    hook = BoxCompositionHook(groups)  # what the training run registers on its trainer
     for row in rows:
-        labels = next(batches)["box_labels"]  # the selected boxes, before the crops drop any
+        batch = next(batches)
+        hook.on_batch(batch)
+        labels = batch["box_labels"]  # the selected boxes, before the crops drop any
         want = composition(np.bincount(labels[labels > 0], minlength=len(groups)), groups)
         for key in ("box_share_r", "box_share_c", "box_share_f", "box_entropy", "boxes_known"):
             assert row[key] == pytest.approx(want[key], nan_ok=True), key
     # the training path logs the boxes valid in both views, a subset of those selected
-    assert 0 < data.logs()["boxes_known"] <= sum(r["boxes_known"] for r in rows)
+    logged = hook.logs()
+    assert 0 < logged["boxes_known"] <= sum(r["boxes_known"] for r in rows)
+    assert "boxes_known" not in data.logs() and hook.logs() == {}  # the hook's, and reset
 
 
 def test_plot_report_section_and_cli(tiny_overrides, tmp_path) -> None:

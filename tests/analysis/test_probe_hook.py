@@ -10,8 +10,8 @@ from torchvision.models import resnet18
 
 from drcl.cli.main import main
 from drcl.config import load_config
-from drcl.engine.logging import read_metrics
 from drcl.pretrain.probe_hook import ProbeHook, probe_row
+from drcl.utils.run_dir import read_metrics
 
 from .test_probe import write_split
 

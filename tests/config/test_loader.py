@@ -113,3 +113,18 @@ def test_saved_config_round_trips(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_derive_config_merges_checks_and_leaves_the_input_alone():
+    from drcl.config import derive_config
+
+    base = load_config(None, ["train.max_iters=7"])
+    out = derive_config(base, {"train.max_iters": 3, "finetune.arch": "mask_rcnn"})
+    assert (out.train.max_iters, str(out.finetune.arch)) == (3, "mask_rcnn")
+    assert (base.train.max_iters, str(base.finetune.arch)) == (7, "faster_rcnn")
+    with pytest.raises(ConfigError, match="train.lr"):
+        derive_config(base, {"train.lr": -1.0})  # ranges checked as when loading
+    with pytest.raises(ConfigError, match="finetune.loss"):
+        derive_config(base, {"finetune.arch": "atss"})  # ce is not a one-stage loss
+    with pytest.raises(ConfigError):
+        derive_config(base, {"train.no_such_key": 1})

@@ -7,14 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from drcl.data.coco import (
-    CocoIndex,
-    cocolt_bin,
-    cocolt_bins,
-    contiguous_ids,
-    frequency_groups,
-    lvis_frequency,
-)
+from drcl.data.coco import CocoIndex, contiguous_ids
+from drcl.data.groups import bins_for, cocolt_bin, groups_for, lvis_frequency
 
 
 def _random_data(seed: int, n_images: int = 120, n_cats: int = 17, n_anns: int = 700) -> dict:
@@ -92,7 +86,7 @@ def test_empty_annotations():
     assert csr.offsets.tolist() == [0, 0] and csr.labels.tolist() == []
     assert csr.of(0).tolist() == []
     assert index.frequency_groups() == {3: "r"}
-    assert index.cocolt_bins() == {3: 1}
+    assert index.cocolt_bins() == {3: None}  # no training instance: in no COCO-LT bin
 
 
 @pytest.mark.parametrize(
@@ -103,11 +97,11 @@ def test_lvis_rule_edges(images, group):
 
 
 @pytest.mark.parametrize(
-    ("n", "b"), [(0, 1), (1, 1), (19, 1), (20, 2), (399, 2), (400, 3), (7999, 3), (8000, 4)]
+    ("n", "b"), [(0, None), (1, 1), (19, 1), (20, 2), (399, 2), (400, 3), (7999, 3), (8000, 4)]
 )
 def test_cocolt_bin_edges(n, b):
     assert cocolt_bin(n) == b
-    assert cocolt_bins({9: n}) == {9: b}
+    assert bins_for({9: n}) == {9: b}
 
 
 def test_frequency_groups_computed_from_image_counts():
@@ -129,11 +123,20 @@ def test_frequency_groups_computed_from_image_counts():
 
 
 def test_frequency_field_wins_and_fallback():
-    cats = [{"id": 1, "frequency": "f"}, {"id": 2}, {"id": 3, "frequency": "bogus"}]
-    assert frequency_groups(cats, {1: 1, 2: 50, 3: 500}) == {1: "f", 2: "c", 3: "f"}
-    assert frequency_groups(cats, {1: 1, 2: 50}, use_json=False) == {1: "r", 2: "c", 3: "r"}
+    cats = [{"id": 1, "frequency": "f"}, {"id": 2}, {"id": 3, "frequency": None}]
+    # the field wins; absent or null: LVIS rule on the training image counts (missing id: 0)
+    assert groups_for(cats, {1: 1, 2: 50, 3: 500}) == {1: "f", 2: "c", 3: "f"}
+    assert groups_for(cats, {1: 1, 2: 50}, use_json=False) == {1: "r", 2: "c", 3: "r"}
     with pytest.raises(ValueError, match="category 2: no 'frequency'"):
-        frequency_groups(cats)
+        groups_for(cats)
+
+
+def test_an_unknown_frequency_is_an_error_wherever_groups_are_made():
+    cats = [{"id": 1, "frequency": "f"}, {"id": 3, "frequency": "bogus"}]
+    with pytest.raises(ValueError, match="category 3: field 'frequency': unknown value 'bogus'"):
+        groups_for(cats, {1: 1, 3: 500})
+    with pytest.raises(ValueError, match="category 3: field 'frequency': unknown value 'bogus'"):
+        groups_for(cats, {1: 1, 3: 500}, use_json=False)  # checked even when not used
 
 
 def test_lvis_fields_kept(tiny_data):

@@ -59,14 +59,19 @@ def test_frequency_table_uses_json_frequency():
 
 def test_cocolt_table_hand_computed():
     rows = cocolt_table(CocoIndex(_long_tail_data()))
-    # instances: A 24 -> bin 2, B 3 -> 1, C 0 -> 1, D 101 -> 2
+    # instances: A 24 -> bin 2, B 3 -> 1, C 0 -> no bin, D 101 -> 2
     assert rows == [
-        GroupRow("1", 2, 2, 3),
+        GroupRow("1", 1, 2, 3),
         GroupRow("2", 2, 101, 125),
         GroupRow("3", 0, 0, 0),
         GroupRow("4", 0, 0, 0),
+        GroupRow("none", 1, 0, 0),
         GroupRow("all", 4, 103, 128),
     ]
+    data = _long_tail_data()
+    data["categories"] = [c for c in data["categories"] if c["id"] != 30]  # C: no instance
+    groups = [r.group for r in cocolt_table(CocoIndex(data))]
+    assert groups == ["1", "2", "3", "4", "all"]  # every class in a bin: no 'none' row
 
 
 def test_tables_match_direct_loop_on_random_data():

@@ -145,3 +145,24 @@ def test_finetune_cli_from_a_48_class_detector_onto_5_classes(
     out = capsys.readouterr().out
     assert "class-specific layers skipped (the init has 48 classes, the model 5)" in out
     assert "roi_heads.box_predictor" in out and "APr" in out
+
+
+def test_row_layouts_and_skip_without_category_records():
+    from drcl.detection.class_layers import _rows, adapt_class_layers, layout_of
+
+    assert layout_of("roi_heads.box_predictor.cls_score.weight") == "rcnn"
+    assert layout_of("roi_heads.box_predictor.bbox_pred.bias") == "rcnn_box"
+    assert layout_of("head.classification_head.cls_logits.weight") == "dense"
+    assert layout_of("backbone.body.conv1.weight") is None
+    assert _rows("rcnn", 2, 5, 6) == [2]
+    assert _rows("rcnn_box", 2, 5, 24) == [8, 9, 10, 11]
+    assert _rows("dense", 2, 5, 15) == [1, 6, 11]  # 3 anchors x 5 classes, class label - 1
+    own = {"roi_heads.box_predictor.cls_score.weight": torch.zeros(6, 4), "x": torch.zeros(2)}
+    same = {"roi_heads.box_predictor.cls_score.weight": torch.ones(6, 4), "x": torch.ones(2)}
+    kept, notes = adapt_class_layers(own, same, None, None)
+    assert kept is same and "loaded by position" in notes[0]  # same shape, no record: a note
+    other = {"roi_heads.box_predictor.cls_score.weight": torch.ones(9, 4), "x": torch.ones(2)}
+    kept, notes = adapt_class_layers(own, other, None, None)
+    assert list(kept) == ["x"] and "skipped" in notes[0]
+    with pytest.raises(ValueError, match="match_by_name needs the init's category record"):
+        adapt_class_layers(own, other, None, None, mode="match_by_name")

@@ -11,6 +11,7 @@ from omegaconf.errors import ValidationError
 from safetensors.torch import save_file
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 
+from drcl.config.schema import ARCH_FAMILIES, LOSSES_BY_ARCH, Arch
 from drcl.detection.model import load_pretrained
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
 from drcl.finetune.runner import build_detector_from_config
@@ -179,3 +180,14 @@ def test_load_pretrained_from_torch_checkpoint_with_model_key(tiny_config, tmp_p
     assert report.missing == [] and report.unexpected == []
     for key, value in target.state_dict().items():
         assert torch.equal(value, source.state_dict()[key])
+
+
+@pytest.mark.parametrize("arch", list(ARCH_FAMILIES))
+def test_every_arch_builds_the_family_the_table_names(tiny_config, arch):
+    """``config.schema.ARCH_FAMILIES`` is the one table: the enum, the losses a config may
+    name, the detector class built and the masks all follow it."""
+    family = ARCH_FAMILIES[arch]
+    assert Arch(arch).value == arch and LOSSES_BY_ARCH[arch] == family.losses
+    model = build_detector_from_config(tiny_config(arch, family.losses[0]), 4, class_freqs=FREQS)
+    assert isinstance(model, MaskRCNN) == family.masks
+    assert isinstance(model, FasterRCNN) == (not family.one_stage)  # MaskRCNN is a FasterRCNN

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from drcl.cli.main import main
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.engine.logging import read_metrics
 from drcl.pretrain.runner import build_pretrain_data
 from drcl.sampling.drb import DynamicRebalancingSampler, alpha_at
+from drcl.utils.run_dir import read_metrics
 
 RUN = ["train.max_iters=6", "train.checkpoint_every=3", "train.keep_checkpoints=3"]
 

@@ -8,7 +8,7 @@ import torch
 
 from drcl.config import load_config
 from drcl.engine import runtime
-from drcl.engine.logging import read_metrics
+from drcl.utils.run_dir import read_metrics
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -93,3 +93,11 @@ def test_nonfinite_loss_skip_counts(tmp_path):
 def test_no_temporary_files_left(tmp_path):
     make_trainer(tmp_path, max_iters=6).fit()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_total_iters_max_iters_wins_else_epochs():
+    from drcl.config.schema import TrainConfig
+    from drcl.engine.schedule import total_iters
+
+    assert total_iters(TrainConfig(epochs=3, max_iters=0), 7) == 21
+    assert total_iters(TrainConfig(epochs=3, max_iters=5), 7) == 5

@@ -83,3 +83,71 @@ def test_segm_needs_segmentation():
     gt["annotations"][0].pop("segmentation", None)
     with pytest.raises(ValueError, match="annotation 0: missing required key 'segmentation'"):
         evaluate_detections(gt, [], iou_type="segm")
+
+
+def _gt_record():
+    return {
+        "images": [{"id": 1, "neg_category_ids": [2, 99]}],
+        "categories": [{"id": 2}],
+        "annotations": [
+            {"image_id": 1, "category_id": 2, "bbox": [0, 0, 1, 1]},
+            {"image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1]},
+            {"image_id": 5, "category_id": 2, "bbox": [0, 0, 1, 1]},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["images"][0].pop("id"), "gt.json: image 0: missing required key 'id'"),
+        (
+            lambda d: d["annotations"][1].update(bbox=[0, 0, 1]),
+            "gt.json: annotation 1: field 'bbox': must be [x, y, w, h] numbers",
+        ),
+        (
+            lambda d: d["annotations"][0].update(category_id=True),
+            "gt.json: annotation 0: field 'category_id': must be an integer",
+        ),
+        (
+            lambda d: d["images"][0].update(neg_category_ids="2"),
+            "gt.json: image 0: field 'neg_category_ids': must be a list of ints",
+        ),
+    ],
+)
+def test_validate_ground_truth_names_file_record_and_field(change, message):
+    from drcl.evaluation.ground_truth import validate_ground_truth
+
+    data = _gt_record()
+    validate_ground_truth(data, "gt.json")  # valid as it is
+    change(data)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_ground_truth(data, "gt.json")
+
+
+def test_drop_unknown_ids_leaves_them_out_and_warns(caplog):
+    from drcl.evaluation.ground_truth import drop_unknown_ids
+
+    data = _gt_record()
+    before = copy.deepcopy(data)
+    with caplog.at_level(logging.WARNING):
+        out = drop_unknown_ids(data, "gt.json")
+    assert data == before  # a copy: the input is left alone
+    assert out["annotations"] == [before["annotations"][0]]
+    assert out["images"][0]["neg_category_ids"] == [2]
+    assert "unknown category_id" in caplog.text and "unknown image_id" in caplog.text
+
+
+def test_only_problems_that_break_the_metrics_are_fatal():
+    from drcl.data.check import Problem
+    from drcl.evaluation.gt_checks import is_fatal
+
+    def problem(field, message, severity="error"):
+        return Problem("gt.json", "annotation", 1, field, message, severity)
+
+    assert is_fatal(problem("category_id", "unknown category 7"))
+    assert not is_fatal(problem("category_id", "unknown category 7", "warning"))
+    assert not is_fatal(problem("file_name", "missing"))  # evaluation reads no image
+    assert not is_fatal(problem("bbox", "[0.1, 0.1, 0.2, 0.2] looks normalised"))
+    assert not is_fatal(problem("bbox", "[-2, 0, 10, 10] extends outside the 100x80 image"))
+    assert is_fatal(problem("bbox", "[-1e+30, 0, 10, 10] extends outside the 100x80 image"))

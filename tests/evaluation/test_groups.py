@@ -3,8 +3,8 @@
 import pytest
 
 from drcl.data.coco import CocoIndex
-from drcl.data.groups import class_counts, lvis_frequency
-from drcl.evaluation.groups import class_info, coco_lt_bin
+from drcl.data.groups import class_counts, cocolt_bin, lvis_frequency
+from drcl.evaluation.groups import class_info
 
 from .cases import train_json
 
@@ -21,7 +21,7 @@ def test_frequency_group_boundaries(images, group):
     [(0, None), (1, 1), (19, 1), (20, 2), (399, 2), (400, 3), (7999, 3), (8000, 4), (10**6, 4)],
 )
 def test_coco_lt_bin_boundaries(instances, b):
-    assert coco_lt_bin(instances) == b
+    assert cocolt_bin(instances) == b
 
 
 def test_class_counts_count_images_once_and_every_instance():
@@ -60,7 +60,7 @@ def test_class_info_sources_and_priority():
         "APr/APc/APf and AP1..AP4 unavailable: no frequency groups; pass --train-ann TRAIN.json "
         "(or use a gt with categories[].frequency)"
     ]
-    with pytest.raises(ValueError, match="field 'frequency': unknown values \\['x'\\]"):
+    with pytest.raises(ValueError, match="category 1: field 'frequency': unknown value 'x'"):
         class_info([{"id": 1, "frequency": "x"}])
 
 
@@ -83,3 +83,10 @@ def test_agreeing_sources_give_no_note():
     cats = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "c"}]
     info = class_info(cats, train_json({1: (3, 3), 2: (50, 60)}))
     assert info.notes == [] and info.groups == ["r", "c"]
+
+
+def test_a_partial_frequency_field_keeps_its_values_and_computes_the_rest():
+    # the one rule of drcl.data.groups.groups_for: the field where present, else training images
+    cats = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b"}]
+    info = class_info(cats, train_json({1: (200, 200), 2: (50, 50)}))
+    assert info.groups == ["r", "c"] and info.groups_source == "train_ann"

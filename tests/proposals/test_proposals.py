@@ -158,7 +158,26 @@ def test_proposals_file_ignored_with_source_gt_is_warned_about(tiny_overrides, t
     from drcl.pretrain.runner import resolve_proposals
 
     cfg = load_config("configs/pretrain/demo.yaml", over)
-    resolve_proposals(cfg, CocoIndex.from_file(cfg.data.train_ann), tmp_path)
+    resolve_proposals(cfg.pretrain.proposals, CocoIndex.from_file(cfg.data.train_ann), tmp_path)
     assert "is not read: pretrain.proposals.source=gt uses the training boxes" in (
         capsys.readouterr().err
     )
+
+
+def test_class_agnostic_json_merges_every_class_and_drops_lvis_id_lists():
+    from drcl.proposals.detector import class_agnostic_json
+
+    data = {
+        "images": [{"id": 1, "neg_category_ids": [3], "not_exhaustive_category_ids": [], "w": 1}],
+        "categories": [{"id": 3, "name": "a"}, {"id": 5, "name": "b"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2]},
+            {"id": 2, "image_id": 1, "category_id": 5, "bbox": [1, 1, 2, 2]},
+        ],
+    }
+    out = class_agnostic_json(CocoIndex(data))
+    assert out["categories"] == [{"id": 1, "name": "object", "frequency": "f"}]
+    assert [a["category_id"] for a in out["annotations"]] == [1, 1]
+    assert [a["bbox"] for a in out["annotations"]] == [[0, 0, 2, 2], [1, 1, 2, 2]]
+    assert out["images"] == [{"id": 1, "w": 1}]
+    assert data["annotations"][1]["category_id"] == 5  # the input is left alone

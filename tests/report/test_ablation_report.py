@@ -33,3 +33,45 @@ def test_report_without_results_or_runs_fails_cleanly(tmp_path, capsys):
     assert "no results.json" in capsys.readouterr().err and not out.exists()
     assert main(["report", "--out", str(out)]) == 1
     assert "no runs given" in capsys.readouterr().err
+
+
+def test_ablation_section_hand_checked_and_load_errors(tmp_path):
+    import pytest
+
+    from drcl.report.ablation import ablation_section, load_ablation
+
+    stat = {"mean": 21.0, "std": 1.5}
+    none = {"mean": None}
+    entry = {"init": "generic", "components": ["hcl", "sr"], "box_stage": True, "seeds_done": [0]}
+    results = {
+        "rows": {
+            "r1": {**entry, **{m: stat for m in ("AP", "AP50", "APr", "APc", "APf")}},
+            "r2": {
+                "init": "random",
+                **{m: none for m in ("AP", "AP50", "APr", "APc", "APf")},
+                "diff_vs_baseline": {
+                    m: {"mean": 1.0, "ci95": [0.5, 1.5]}
+                    for m in ("AP", "AP50", "APr", "APc", "APf")
+                },
+            },
+        },
+        "baseline": "r1",
+        "seeds": [0],
+    }
+    table, diffs, text = ablation_section(results)
+    assert [c.text for c in table.rows[0]] == [
+        "r1", "generic", "✓", "", "", "", "✓", "✓", "1", *["21.00 ± 1.50"] * 5
+    ]  # fmt: skip
+    assert [c.text for c in table.rows[1]][-5:] == ["n/a"] * 5
+    assert [(c.text, c.bold) for c in diffs.rows[0]][:2] == [
+        ("r2", False),
+        ("+1.00 [+0.50, +1.50]", True),
+    ]
+    assert "seeds [0]" in text.text
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert load_ablation(tmp_path) == results == load_ablation(tmp_path / "results.json")
+    with pytest.raises(ValueError, match="no results.json"):
+        load_ablation(tmp_path / "nowhere")
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="not an ablation results file"):
+        load_ablation(tmp_path / "bad.json")

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 import torchvision.transforms.v2.functional as F
+from torchvision import tv_tensors
 
 from drcl.config.schema import ViewConfig
 from drcl.transforms import IMAGENET_MEAN, IMAGENET_STD, TwoViewTransform
-from drcl.transforms.views import blur_kernel_size, transform_boxes
+from drcl.transforms.views import blur_kernel_size, hflip_boxes, transform_boxes
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -171,3 +172,13 @@ def test_bad_inputs() -> None:
         t(torch.zeros(3, 32, 32, dtype=torch.int32), torch.zeros(0, 4))
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         t(torch.rand(3, 32, 32), torch.zeros(0, 4), generator=3)
+
+
+def test_hflip_boxes_matches_torchvision_and_is_an_involution() -> None:
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=g) * 60
+    boxes = torch.cat([xy, xy + torch.rand(50, 2, generator=g) * 40], 1)
+    ref = F.horizontal_flip_bounding_boxes(boxes, tv_tensors.BoundingBoxFormat.XYXY, (80, 100))
+    assert torch.equal(hflip_boxes(boxes, 100), ref)
+    torch.testing.assert_close(hflip_boxes(hflip_boxes(boxes, 100), 100), boxes)
+    assert hflip_boxes(torch.zeros(0, 4), 100).shape == (0, 4)

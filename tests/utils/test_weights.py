@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from drcl.utils.weights import LoadReport, load_into, read_state_dict
+from drcl.utils.weights import LoadReport, load_into, read_state_dict, save_state_dict
 
 
 class Tiny(nn.Module):
@@ -145,3 +145,27 @@ def test_num_batches_tracked_is_neither_missing_nor_unexpected():
         strict=True,
     )
     assert report.unexpected == [] and report.loaded == ["conv.weight", "conv.bias"]
+
+
+def test_save_state_dict_round_trips_with_metadata(tmp_path):
+    from safetensors import safe_open
+
+    state = tiny_state()
+    state["t"] = torch.arange(6.0).reshape(2, 3).t()  # not contiguous: written all the same
+    state["g"] = torch.ones(2, requires_grad=True)  # detached on the way
+    out = save_state_dict(state, tmp_path / "sub" / "w.safetensors", {"format": "pt"})
+    assert out == tmp_path / "sub" / "w.safetensors"
+    back = read_state_dict(out)
+    assert set(back) == set(state)
+    for k, v in state.items():
+        assert torch.equal(back[k], v.detach()), k
+    with safe_open(str(out), "pt") as fh:
+        assert fh.metadata() == {"format": "pt"}
+    assert [p.name for p in out.parent.iterdir()] == ["w.safetensors"]  # no tmp file left
+
+
+def test_save_state_dict_failure_leaves_nothing(tmp_path):
+    shared = torch.zeros(4)
+    with pytest.raises(RuntimeError):  # safetensors refuses tensors sharing memory
+        save_state_dict({"a": shared, "b": shared}, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from drcl.config import ConfigError
 from drcl.config.schema import DataConfig, TrainConfig
+from drcl.engine.schedule import total_iters
 from drcl.engine.trainer import iters_per_epoch
 
 
@@ -78,9 +79,7 @@ def dose_in_epochs(data: DataConfig, train: TrainConfig, epochs: float) -> Dose:
 def dose_of(data: DataConfig, train: TrainConfig) -> Dose:
     """The dose a pre-training recipe runs: ``train.max_iters`` (or ``train.epochs``) in epochs."""
     ipe = optimizer_iters_per_epoch(data, train)
-    iters = train.max_iters or train.epochs * iters_per_epoch(
-        num_train_images(data), train.batch_size
-    )  # as the engine (drcl.engine.setup.make_trainer)
+    iters = total_iters(train, iters_per_epoch(num_train_images(data), train.batch_size))
     return Dose(round(iters / ipe, 3), int(iters), ipe)
 
 

@@ -77,11 +77,11 @@ def plan_grid(
     val_images: int | None = None,
 ) -> dict[str, Any]:
     """Iterations and estimated seconds of every row, the curve and the one-off stages."""
-    from drcl.ablation.runner import load_ablate_config, row_seed_count
+    from drcl.ablation.runner import load_ablate_config, row_seed_count, stage_overrides
 
     cfg = load_ablate_config(config, overrides)
-    pre = load_config(cfg.pretrain_config, [*cfg.overrides, *cfg.pretrain_overrides])
-    ft = load_config(cfg.finetune_config, [*cfg.overrides, *cfg.finetune_overrides])
+    pre = load_config(cfg.pretrain_config, stage_overrides(cfg, "pretrain"))
+    ft = load_config(cfg.finetune_config, stage_overrides(cfg, "finetune"))
     n_train = _count(pre.data.train_ann, train_images, "train_images")
     n_val = _count(ft.data.val_ann, val_images, "val_images")
     n_tune = _count(cfg.curve.eval_ann, val_images, "val_images") if cfg.curve.iters else 0
@@ -115,7 +115,7 @@ def plan_grid(
     if cfg.proposals.rows:
         det = load_config(
             cfg.pretrain_config,
-            [*cfg.overrides, *cfg.pretrain_overrides, *cfg.proposals.overrides],
+            [*stage_overrides(cfg, "pretrain"), *cfg.proposals.overrides],
         ).pretrain.proposals
         det_iters = det.detector_epochs * ipe if det.detector_epochs else det.detector_iters
         once["proposals"] = (det_iters * pre_img * costs.finetune_s_per_image + n_train

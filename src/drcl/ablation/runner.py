@@ -45,6 +45,7 @@ from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, componen
 from drcl.config import Config, ConfigError, load_config
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,24 @@ def resolve_grid(cfg: AblateConfig, work_dir: Path) -> AblateConfig:
     dose in epochs becomes the pre-training ``train.max_iters``, and the proposals file of the
     detector-proposal rows gets its path."""
     if cfg.pretrain_epochs > 0:
-        pre = load_config(cfg.pretrain_config, [*cfg.overrides, *cfg.pretrain_overrides])
+        pre = load_config(cfg.pretrain_config, stage_overrides(cfg, "pretrain"))
         dose = f"train.max_iters={dose_in_epochs(pre.data, pre.train, cfg.pretrain_epochs).iters}"
         if not cfg.pretrain_overrides or cfg.pretrain_overrides[-1] != dose:
             cfg.pretrain_overrides = [*cfg.pretrain_overrides, dose]
     if cfg.proposals.rows and cfg.proposals.file is None:
         cfg.proposals.file = str(work_dir / "proposals" / "detector.json")
     return cfg
+
+
+def stage_overrides(cfg: AblateConfig, stage: str) -> list[str]:
+    """What every config of a stage (``pretrain``, ``box``, ``finetune``) of the grid starts
+    from: the shared ``overrides``, then the stage's own; rows and seeds add to it."""
+    own = {
+        "pretrain": cfg.pretrain_overrides,
+        "box": cfg.box_overrides,
+        "finetune": cfg.finetune_overrides,
+    }[stage]
+    return [*cfg.overrides, *own]
 
 
 def _proposal_overrides(cfg: AblateConfig, row: str) -> list[str]:
@@ -185,8 +197,7 @@ def pretrain_config(cfg: AblateConfig, row: str, seed: int, generic: str | None)
         raise ValueError(f"row {row!r} has no pre-training")
     weights = generic if spec.init == "generic" else None
     args = [
-        *cfg.overrides,
-        *cfg.pretrain_overrides,
+        *stage_overrides(cfg, "pretrain"),
         *component_overrides(spec.components),
         *cfg.row_overrides.get(row, []),
         *_proposal_overrides(cfg, row),
@@ -230,8 +241,7 @@ def ensure_proposals(cfg: AblateConfig, work_dir: Path) -> str | None:
     det = load_config(
         cfg.pretrain_config,
         [
-            *cfg.overrides,
-            *cfg.pretrain_overrides,
+            *stage_overrides(cfg, "pretrain"),
             "pretrain.proposals.source=detector",
             *cfg.proposals.overrides,
         ],
@@ -251,8 +261,7 @@ def box_stage_config(
     box = load_config(
         cfg.box_config,
         [
-            *cfg.overrides,
-            *cfg.box_overrides,
+            *stage_overrides(cfg, "box"),
             *cfg.row_overrides.get(row, []),
             f"train.seed={seed}",
             f"pretrain.box.init={_yaml_path(image_ckpt)}",
@@ -273,9 +282,9 @@ def row_init_path(work_dir: Path, row: str, seed: int) -> Path | None:
     """The checkpoint the row fine-tunes from: its box stage's, else its 2DRCL's, else None."""
     spec = ROWS[row]
     if spec.box_stage:
-        return seed_dir(work_dir, row, seed) / "box" / "pretrained.safetensors"
+        return RunDir(seed_dir(work_dir, row, seed) / "box").pretrained
     if spec.components is not None:
-        return image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+        return RunDir(image_stage_dir(work_dir, row, seed)).pretrained
     return None
 
 
@@ -289,7 +298,7 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
     """
     pre = load_config(
         cfg.pretrain_config,
-        [*cfg.overrides, *cfg.pretrain_overrides, *component_overrides(COMPONENTS)],
+        [*stage_overrides(cfg, "pretrain"), *component_overrides(COMPONENTS)],
     )
     ft = _base_finetune(cfg, seed)
     for name, c in (("pre-training", pre), ("fine-tuning", ft)):
@@ -303,7 +312,7 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
 def _base_finetune(cfg: AblateConfig, seed: int, extra: list[str] | None = None) -> Config:
     return load_config(
         cfg.finetune_config,
-        [*cfg.overrides, *cfg.finetune_overrides, *(extra or []), f"train.seed={seed}"],
+        [*stage_overrides(cfg, "finetune"), *(extra or []), f"train.seed={seed}"],
     )
 
 
@@ -409,7 +418,7 @@ def seed_dir(work_dir: Path, row: str, seed: int) -> Path:
 
 
 def _metrics_file(work_dir: Path, row: str, seed: int) -> Path:
-    return seed_dir(work_dir, row, seed) / "finetune" / "eval" / "metrics_bbox.json"
+    return RunDir(seed_dir(work_dir, row, seed) / "finetune").eval_metrics()
 
 
 def generic_weights_path(cfg: AblateConfig, work_dir: Path) -> str | None:
@@ -442,7 +451,7 @@ def plan_finetune_configs(
         hashes.add(check_fair(plans[seed], equal_iters))
         for row in (r for r in cfg.rows if ROWS[r].box_stage):  # a bad box recipe fails now
             image = ROWS[row].components is not None
-            image_ckpt = image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+            image_ckpt = RunDir(image_stage_dir(work_dir, row, seed)).pretrained
             box_stage_config(cfg, row, seed, str(image_ckpt) if image else None, generic)
     if len(hashes) != 1:  # the recipe may only change with the seed
         raise ConfigError(f"fine-tuning recipe differs between seeds: hashes {sorted(hashes)}")
@@ -481,12 +490,12 @@ def run_row_seed(
     start = time.perf_counter()
     spec, image = ROWS[row], None
     if spec.components is not None:
-        image = image_stage_dir(work_dir, row, seed) / "pretrained.safetensors"
+        image = RunDir(image_stage_dir(work_dir, row, seed)).pretrained
         if not image.is_file():  # a shared image stage runs once, for whichever row comes first
             image_row = spec.image_stage_of or row
             run_pretrain(pretrain_config(cfg, image_row, seed, generic), image.parent, True)
     if spec.box_stage:
-        box = out / "box" / "pretrained.safetensors"
+        box = RunDir(out / "box").pretrained
         if not box.is_file():
             ckpt = None if image is None else str(image)
             run_pretrain(box_stage_config(cfg, row, seed, ckpt, generic), box.parent, True)

@@ -23,6 +23,7 @@ from typing import Any
 from drcl.ablation.results import markdown_table, summarize
 from drcl.config import ConfigError, load_config
 from drcl.utils.io import atomic_write_json, atomic_write_text
+from drcl.utils.run_dir import RunDir, metrics_name
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,16 @@ def evaluate_on_tune(run_dir: Path, eval_ann: str, eval_images: str) -> dict[str
     """Box metrics of the fine-tuned detector in ``run_dir`` on the tune split (None: no model)."""
     from drcl.finetune.runner import evaluate_checkpoint
 
-    model = run_dir / "finetune" / "model_final.safetensors"
+    model = RunDir(run_dir / "finetune").model_final
     out = run_dir / "tune_eval"
-    if not (out / "metrics_bbox.json").is_file():
+    if not (out / metrics_name()).is_file():
         if not model.is_file():
             return None
-        cfg = load_config(run_dir / "finetune" / "config.yaml")
+        cfg = load_config(RunDir(run_dir / "finetune").config)
         cfg.data.val_ann, cfg.data.val_images = eval_ann, eval_images
         cfg.model.weights, cfg.finetune.init = None, None  # the model file holds every weight
         evaluate_checkpoint(cfg, model, out, ["bbox"])
-    return json.loads((out / "metrics_bbox.json").read_text())
+    return json.loads((out / metrics_name()).read_text())
 
 
 def tune_results(config: str | Path, work_dir: str | Path, rows: list[str]) -> dict[str, Any]:

@@ -36,12 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.patches import Patch
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from drcl.analysis.plotting import new_figure, save_figure
-from drcl.data.coco import frequency_groups
 from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
-from drcl.data.groups import GROUP_NAMES, class_counts
+from drcl.data.groups import GROUP_NAMES, class_counts, groups_for
 from drcl.utils.io import read_json
 
 ERROR_TYPES = ("correct", "classification", "location", "background", "other")
@@ -89,7 +88,7 @@ def category_groups(
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: bad annotation record ({err!r})") from err
     try:
-        return frequency_groups(categories, counts)
+        return groups_for(categories, counts)
     except ValueError as err:  # no counts: say which input is missing
         raise ValueError(f"{err}; pass the training json (train_ann)") from err
 
@@ -133,7 +132,7 @@ def _detection_arrays(dets: Any, source: str) -> dict[str, np.ndarray]:
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{source}: detection {k}: non-finite score/bbox or negative width/height")
-    out["bbox"][:, 2:] += out["bbox"][:, :2]  # xywh -> xyxy
+    out["bbox"] = box_convert(torch.from_numpy(out["bbox"]), "xywh", "xyxy").numpy()
     return out
 
 

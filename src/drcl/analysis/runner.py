@@ -15,6 +15,7 @@ import numpy as np
 
 from drcl.data.paths import image_path
 from drcl.utils.io import atomic_write, atomic_write_json, read_json
+from drcl.utils.run_dir import EVAL, RunDir, detections_name, read_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_DIR_DETECTIONS = Path("eval") / "detections_bbox.json"
+RUN_DIR_DETECTIONS = Path(EVAL) / detections_name("bbox")
 
 
 def _detections_path(path: str) -> str:
@@ -269,18 +270,19 @@ def simulate_box_composition(
 
     from drcl.data.coco import CocoIndex
     from drcl.engine.distributed import DistInfo
+    from drcl.engine.schedule import total_iters
     from drcl.engine.trainer import iters_per_epoch
     from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
+    from drcl.pretrain.dataset import draw_boxes
     from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
-    from drcl.sampling.drb import select_boxes
 
     index = CocoIndex.from_file(cfg.data.train_ann)
-    factors = drb_factors(cfg, index)
-    proposals = resolve_proposals(cfg, index, Path(work_dir))
+    factors = drb_factors(cfg.pretrain.drb, index)
+    proposals = resolve_proposals(cfg.pretrain.proposals, index, Path(work_dir))
     batch, k = cfg.train.batch_size, cfg.pretrain.lcl.boxes_per_image
     ipe = iters_per_epoch(len(index.image_ids), batch)
-    sampler = build_drb_sampler(cfg, factors, batch, ipe, DistInfo())
-    max_iters = cfg.train.max_iters or cfg.train.epochs * ipe
+    sampler = build_drb_sampler(cfg.pretrain.drb, cfg.train, factors, batch, ipe, DistInfo())
+    max_iters = total_iters(cfg.train, ipe)
     class_factors = torch.as_tensor(
         factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1)
     )
@@ -293,8 +295,7 @@ def simulate_box_composition(
         for pos, sample in enumerate(sampler):
             labels = proposals.get(index.image_ids[sample.index], (None, empty))[1]
             labels = torch.as_tensor(labels, dtype=torch.int64)
-            g = torch.Generator().manual_seed(int(sample.seed))  # as PretrainDataset draws
-            meter.update(labels[select_boxes(labels, k, sample.alpha, class_factors, g)])
+            meter.update(labels[draw_boxes(labels, sample, k, class_factors)[0]])
             if (pos + 1) % batch:
                 continue
             done += 1
@@ -338,13 +339,12 @@ def run_box_composition(
         interval: iterations per simulated point (default ``train.log_every``).
     """
     from drcl.analysis.box_composition import plot_box_composition, rows_from_metrics
-    from drcl.engine.logging import read_metrics
 
     if not runs and not simulate:
         raise ValueError("analyze box-composition: give run folders or --simulate CONFIG")
     rows: dict[str, list[dict[str, float]]] = {}
     for name, path in runs.items():
-        metrics = Path(path) / "metrics.jsonl"
+        metrics = RunDir(path).metrics
         if not metrics.is_file():
             raise ValueError(f"run {name!r}: {metrics} does not exist")
         rows[name] = rows_from_metrics(read_metrics(metrics))

@@ -18,10 +18,11 @@ import torch
 
 from drcl.analysis.plotting import new_figure, save_figure
 from drcl.data.groups import GROUP_COLORS, GROUP_NAMES
+from drcl.utils.run_dir import MODEL_FINAL
 from drcl.utils.weights import read_state_dict
 
 CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
-RUN_DIR_WEIGHTS = "model_final.safetensors"  # inside a fine-tuning run dir
+RUN_DIR_WEIGHTS = MODEL_FINAL  # inside a fine-tuning run dir
 
 
 def weights_file(path: str | os.PathLike) -> Path:

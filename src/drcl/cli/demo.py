@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from drcl.generic.recipe import GenericRecipe
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def run_demo(
     )
     _stage("3/6 2DRCL pre-training from the generic backbone", t0)
     pre_dir = work_dir / "pretrain"
-    weights = pre_dir / "pretrained.safetensors"
+    weights = RunDir(pre_dir).pretrained
     if not weights.is_file():
         run_pretrain(pretrain_config(cfg, "full", 0, str(generic)), pre_dir, resume=True)
 
@@ -112,7 +113,7 @@ def run_demo(
         # finetune.arch may be overridden (e.g. `drcl demo finetune.arch=atss finetune.loss=focal`)
         _stage(f"{4 + min(i, 1)}/6 fine-tuning {ft.finetune.arch} from {name}", t0)
         run_dir = work_dir / f"finetune_{name}"
-        if not (run_dir / "eval" / "metrics_bbox.json").is_file():
+        if not RunDir(run_dir).eval_metrics().is_file():
             run_finetune(ft, run_dir, resume=True)
         runs[name] = run_dir
 
@@ -136,7 +137,7 @@ def _attention(runs: dict[str, Path], data_dir: Path, over: list[str]) -> None:
         return
     val = read_json(data_dir / "annotations" / "val.json")
     ids = [int(img["id"]) for img in val["images"][:3]]
-    ckpts = {name: str(run / "model_final.safetensors") for name, run in runs.items()}
+    ckpts = {name: str(RunDir(run).model_final) for name, run in runs.items()}
     config = _config("finetune/demo.yaml")
     try:
         run_attention(load_config(config, over), ckpts, ids, out, config_name=str(config))
@@ -150,7 +151,7 @@ def _print_table(runs: dict[str, Path]) -> None:
     keys = ("AP", "AP50", "APr", "APc", "APf")
     lines = [f"\n{'run':<14}" + "".join(f"{k:>8}" for k in keys)]
     for name, run_dir in runs.items():
-        m = json.loads((run_dir / "eval" / "metrics_bbox.json").read_text())
+        m = json.loads(RunDir(run_dir).eval_metrics().read_text())
         cells = "".join(
             f"{100 * m[k]:8.2f}" if m.get(k) is not None else f"{'n/a':>8}" for k in keys
         )

@@ -18,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from drcl.utils.run_dir import RunDir, detections_name
+
 log = logging.getLogger(__name__)
 
 USAGE_ERROR = 2
@@ -32,8 +34,8 @@ def eval_dir_of(val_ann: str, checkpoint: str) -> Path:
 
 def _refuse_run_eval_dir(work_dir: str, checkpoint: str) -> None:
     run = Path(checkpoint).resolve().parent
-    own = run / "eval"
-    if (run / "config.yaml").is_file() and Path(work_dir).resolve() == own.resolve():
+    own = RunDir(run).eval_dir
+    if RunDir(run).config.is_file() and Path(work_dir).resolve() == own.resolve():
         from drcl.utils.errors import OutputOverInputError
 
         raise OutputOverInputError(
@@ -77,7 +79,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     check_output_dir(work_dir, "--work-dir", inputs=inputs)
     if val_ann is not None:  # (unset: evaluate_checkpoint says data.val_ann is required)
         check_ground_truth(val_ann, "data.val_ann")
-    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg))
+    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg.finetune.arch))
     if not result:  # ranks other than 0 return {}
         return 0
     for metrics in result.values():
@@ -98,13 +100,13 @@ def run_dir_detections(dets: str, iou_type: str) -> str:
     folder = Path(dets)
     if not folder.is_dir():
         return dets
-    name = f"detections_{iou_type}.json"
-    for path in (folder / "eval" / name, folder / name):
+    name = detections_name(iou_type)
+    for path in (RunDir(folder).eval_dir / name, folder / name):
         if path.is_file():
             log.info("--dets %s: using %s", dets, path)
             return str(path)
     raise FileNotFoundError(
-        f"--dets {dets}: a folder without {folder / 'eval' / name} or {folder / name} "
+        f"--dets {dets}: a folder without {RunDir(folder).eval_dir / name} or {folder / name} "
         "(a fine-tuning run folder, or its eval/ folder)"
     )
 

@@ -145,6 +145,29 @@ def load_config(
     return cfg  # type: ignore[return-value]
 
 
+def derive_config(cfg: Config, changes: dict[str, Any]) -> Config:
+    """A new config for another stage: ``cfg`` with ``changes`` (``{"train.max_iters": 5}``)
+    merged, checked as a loaded config is (types, ranges, arch and loss); ``cfg`` is left alone.
+
+    The one way an orchestrator (proposals, ablation, demo) turns a config into another stage's,
+    instead of editing a copy field by field.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        out = OmegaConf.merge(cfg, nested)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err, f"derived config {sorted(changes)}")) from err
+    check_ranges(out, "derived config", [f"{k}={v}" for k, v in changes.items()])
+    check_arch_loss(out)
+    return out  # type: ignore[return-value]
+
+
 def check_ranges(
     cfg: Config, path: str | os.PathLike | None = None, overrides: list[str] = ()
 ) -> None:

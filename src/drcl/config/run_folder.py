@@ -24,6 +24,7 @@ from drcl.config.loader import load_config
 from drcl.config.schema import Config
 from drcl.utils.errors import RunFolderError
 from drcl.utils.io import refuse_overwriting_inputs
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _missing(node: Any, key: str) -> bool:
 
 def _resumed_config(config: str | os.PathLike | None, overrides: list[str], path: Path) -> Config:
     """The run's ``config.yaml`` with ``overrides`` that change only :data:`RESUMABLE_KEYS`."""
-    saved = path / "config.yaml"
+    saved = RunDir(path).config
     if not saved.is_file():
         raise RunFolderError(
             f"--work-dir {path} holds no config.yaml ({_listing(path)}): not a drcl run to resume",
@@ -184,7 +185,7 @@ def _resumed_config(config: str | os.PathLike | None, overrides: list[str], path
             )
     log.info("resuming %s with its config.yaml", path)
     if not any(path.glob("ckpt_*.pt")):  # died before its first checkpoint (a full disk, a kill)
-        stale = path / "metrics.jsonl"
+        stale = RunDir(path).metrics
         if stale.is_file():
             stale.unlink()
         log.warning("--resume: no checkpoint in %s yet; training starts at iteration 0", path)

@@ -93,12 +93,36 @@ class ARInput(StrEnum):
     view = "view"
 
 
-class Arch(StrEnum):
-    faster_rcnn = "faster_rcnn"
-    mask_rcnn = "mask_rcnn"
-    retinanet = "retinanet"
-    fcos = "fcos"
-    atss = "atss"
+@dataclass(frozen=True)
+class ArchFamily:
+    """What a ``finetune.arch`` is: the one table every module asks (:data:`ARCH_FAMILIES`).
+
+    Attributes:
+        one_stage: a dense detector (RetinaNet / FCOS / ATSS on P3-P7), else torchvision's
+            two-stage Faster / Mask R-CNN on P2-P6.
+        masks: predicts instance masks (evaluated as ``segm`` too; data loads masks).
+        losses: the ``finetune.loss`` values it accepts (checked when the config loads).
+    """
+
+    one_stage: bool
+    masks: bool
+    losses: tuple[str, ...]
+
+
+_RCNN_LOSSES = ("ce", "bce", "federated", "seesaw", "ecm")
+_ONE_STAGE_LOSSES = ("focal", "ecm", "efl")
+ARCH_FAMILIES: dict[str, ArchFamily] = {
+    "faster_rcnn": ArchFamily(one_stage=False, masks=False, losses=_RCNN_LOSSES),
+    "mask_rcnn": ArchFamily(one_stage=False, masks=True, losses=_RCNN_LOSSES),
+    "retinanet": ArchFamily(one_stage=True, masks=False, losses=_ONE_STAGE_LOSSES),
+    "fcos": ArchFamily(one_stage=True, masks=False, losses=_ONE_STAGE_LOSSES),
+    "atss": ArchFamily(one_stage=True, masks=False, losses=_ONE_STAGE_LOSSES),
+}
+# finetune.loss values each family of detectors accepts (checked together with finetune.arch).
+LOSSES_BY_ARCH: dict[str, tuple[str, ...]] = {a: f.losses for a, f in ARCH_FAMILIES.items()}
+ONE_STAGE_ARCHS = tuple(a for a, f in ARCH_FAMILIES.items() if f.one_stage)
+# finetune.arch: one member per family of the table above.
+Arch = StrEnum("Arch", [(name, name) for name in ARCH_FAMILIES], module=__name__)
 
 
 class ClsLoss(StrEnum):
@@ -115,18 +139,6 @@ class InitKeepClasses(StrEnum):
     # class-specific layers of a fine-tuning init whose classes differ from the training file's
     skip = "skip"  # left at their initialisation, with a note (detectron2 / mmdetection)
     match_by_name = "match_by_name"  # rows of classes present in both (by name) are copied
-
-
-# finetune.loss values each family of detectors accepts (checked together with finetune.arch).
-_RCNN_LOSSES = ("ce", "bce", "federated", "seesaw", "ecm")
-_ONE_STAGE_LOSSES = ("focal", "ecm", "efl")
-LOSSES_BY_ARCH: dict[str, tuple[str, ...]] = {
-    "faster_rcnn": _RCNN_LOSSES,
-    "mask_rcnn": _RCNN_LOSSES,
-    "retinanet": _ONE_STAGE_LOSSES,
-    "fcos": _ONE_STAGE_LOSSES,
-    "atss": _ONE_STAGE_LOSSES,
-}
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from drcl.data.groups import COMMON_MAX_IMAGES, FREQUENCY_GROUPS, RARE_MAX_IMAGES, lvis_frequency
+from drcl.data.groups import COMMON_MAX_IMAGES, FREQUENCY_GROUPS, RARE_MAX_IMAGES, groups_for
 from drcl.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,11 @@ class CategoryTable:
 
         index = ann if isinstance(ann, CocoIndex) else _index(ann)
         images, instances = index.image_counts(), index.instance_counts()
+        counts = index.counts_by_cat_id(images)
+        groups = groups_for(index.categories, counts, True, rare_max, common_max)
         records = []
         for k, cat in enumerate(index.categories):
-            freq = cat.get("frequency")
-            if freq not in FREQUENCY_GROUPS:
-                freq = lvis_frequency(int(images[k]), rare_max, common_max)
+            freq = groups[int(cat["id"])]
             records.append(
                 CategoryRecord(
                     id=int(cat["id"]),

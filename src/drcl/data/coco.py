@@ -4,10 +4,8 @@ Conventions shared by the whole project:
 
 - Detection labels are ``1..C`` in sorted category-id order; ``0`` is background (torchvision).
   ``contiguous_ids(categories)`` is the one mapping: label = index in that list + 1.
-- Frequency groups ``'r' / 'c' / 'f'`` come from ``categories[].frequency`` (LVIS v1) when present,
-  else from the LVIS rule on training image counts: rare 1-10 images, common 11-100, frequent >100.
-- COCO-LT bins by training instance counts: [1, 20) -> 1, [20, 400) -> 2, [400, 8000) -> 3,
-  [8000, inf) -> 4.
+- Frequency groups and COCO-LT bins: :func:`drcl.data.groups.groups_for` / ``bins_for`` (the
+  index supplies the training counts).
 
 LVIS v1 extras that are read when present: ``images[].neg_category_ids``,
 ``images[].not_exhaustive_category_ids``, ``categories[].frequency / image_count / instance_count``.
@@ -30,8 +28,8 @@ from drcl.data.groups import (  # noqa: F401  (re-exported: the index's vocabula
     COMMON_MAX_IMAGES,
     FREQUENCY_GROUPS,
     RARE_MAX_IMAGES,
-    cocolt_bin,
-    lvis_frequency,
+    bins_for,
+    groups_for,
 )
 from drcl.utils.io import read_json
 
@@ -39,45 +37,6 @@ from drcl.utils.io import read_json
 def contiguous_ids(categories: Iterable[Mapping[str, Any]]) -> list[int]:
     """Sorted category ids; the detection label of ``cat_id`` is its index here plus one."""
     return sorted(int(c["id"]) for c in categories)
-
-
-def frequency_groups(
-    categories: Iterable[Mapping[str, Any]],
-    image_counts: Mapping[int, int] | None = None,
-    use_json: bool = True,
-    rare_max: int = RARE_MAX_IMAGES,
-    common_max: int = COMMON_MAX_IMAGES,
-) -> dict[int, str]:
-    """Frequency group of every category.
-
-    Args:
-        categories: category records.
-        image_counts: training images per category id, used where the json has no valid
-            ``frequency`` (or ``use_json`` is False); missing ids count as 0 images.
-        use_json: trust ``categories[].frequency`` when present.
-        rare_max, common_max: the LVIS rule's thresholds (``data.groups``; LVIS: 10, 100).
-
-    Returns:
-        ``{cat_id: 'r' | 'c' | 'f'}``.
-    """
-    groups = {}
-    for cat in categories:
-        cid = int(cat["id"])
-        freq = cat.get("frequency") if use_json else None
-        if freq in FREQUENCY_GROUPS:
-            groups[cid] = freq
-            continue
-        if image_counts is None:
-            raise ValueError(
-                f"category {cid}: no 'frequency' field and no training image counts given"
-            )
-        groups[cid] = lvis_frequency(int(image_counts.get(cid, 0)), rare_max, common_max)
-    return groups
-
-
-def cocolt_bins(instance_counts: Mapping[int, int]) -> dict[int, int]:
-    """``{cat_id: 1..4}`` COCO-LT bin from training instance counts per category id."""
-    return {int(cid): cocolt_bin(int(n)) for cid, n in instance_counts.items()}
 
 
 def unique_ints(x: np.ndarray) -> np.ndarray:
@@ -238,11 +197,11 @@ class CocoIndex:
         Only meaningful on the *training* json when computed (the rule uses its image counts).
         """
         counts = self.counts_by_cat_id(self.image_counts())
-        return frequency_groups(self.categories, counts, use_json, rare_max, common_max)
+        return groups_for(self.categories, counts, use_json, rare_max, common_max)
 
-    def cocolt_bins(self) -> dict[int, int]:
-        """``{cat_id: 1..4}`` COCO-LT bin from this json's instance counts."""
-        return cocolt_bins(self.counts_by_cat_id(self.instance_counts()))
+    def cocolt_bins(self) -> dict[int, int | None]:
+        """``{cat_id: 1..4 or None}`` COCO-LT bin from this json's instance counts."""
+        return bins_for(self.counts_by_cat_id(self.instance_counts()))
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.ops import box_convert
 
 from drcl.data.coco import CocoIndex
 from drcl.data.paths import image_path, image_relpath
@@ -236,7 +237,7 @@ def _boxes_target(anns: list[dict], cat_to_label: dict[int, int], h: int, w: int
     """Boxes (clipped, xyxy), labels, iscrowd, area; ``_kept`` = positions of kept annotations."""
     xywh = np.asarray([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     # xyxy = (x, y, x + w, y + h), clipped into [0, W] x [0, H]
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    xyxy = box_convert(torch.from_numpy(xywh), "xywh", "xyxy").numpy()
     xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
     xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
     keep = np.flatnonzero((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]))

@@ -3,7 +3,13 @@
 LVIS (Gupta et al., CVPR 2019, Sec. 4) groups classes by the number of *training images* that
 contain them: rare 1-10, common 11-100, frequent > 100 (a class absent from training counts as
 rare: it is the rarest possible). COCO-LT (Tan et al., 2020) bins classes by *training
-instances*: [1, 20), [20, 400), [400, 8000), [8000, inf) -> 1..4.
+instances*: [1, 20), [20, 400), [400, 8000), [8000, inf) -> 1..4; a class without training
+instances belongs to no bin.
+
+The one rule for a category's group (:func:`groups_for`): a valid ``frequency`` field
+(``'r' | 'c' | 'f'``, LVIS v1) wins; a missing one (absent or null) is computed with the LVIS
+rule from the training image counts; an unknown value is an error naming the category (``drcl
+data check`` reports it too). COCO-LT bins come from :func:`bins_for`.
 
 The per-class counts these rules read come from the data index
 (:meth:`drcl.data.coco.CocoIndex.image_counts` / ``instance_counts``) or, for a raw json dict,
@@ -13,7 +19,7 @@ from :func:`class_counts`. Every table and figure takes names and colours from h
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,10 +58,70 @@ def lvis_frequency(
     return "f"
 
 
-def cocolt_bin(instance_count: int) -> int:
-    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances (0 -> bin 1)."""
+def cocolt_bin(instance_count: int) -> int | None:
+    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances; None for 0 (a
+    class never seen in training is in no bin: AP1 is over [1, 20) instances)."""
     # number of lower edges the count reaches; [1,20) -> 1 ... [8000,inf) -> 4
-    return max(1, int(np.searchsorted(COCOLT_EDGES, instance_count, side="right")))
+    reached = int(np.searchsorted(COCOLT_EDGES, instance_count, side="right"))
+    return reached or None
+
+
+def bins_for(instance_counts: Mapping[int, int]) -> dict[int, int | None]:
+    """``{cat_id: 1..4 or None}``: COCO-LT bin from training instances per category id."""
+    return {int(cid): cocolt_bin(int(n)) for cid, n in instance_counts.items()}
+
+
+def frequency_of(category: Mapping[str, Any]) -> str | None:
+    """The category's ``frequency`` field: ``'r' | 'c' | 'f'``, or None when absent or null.
+
+    Raises:
+        ValueError: any other value (names the category and the value).
+    """
+    freq = category.get("frequency")
+    if freq is None or freq in FREQUENCY_GROUPS:
+        return freq
+    raise ValueError(
+        f"category {category.get('id')}: field 'frequency': unknown value {freq!r}, "
+        "allowed r, c, f (or leave it out to compute it from the training images)"
+    )
+
+
+def groups_for(
+    categories: Iterable[Mapping[str, Any]],
+    image_counts: Mapping[int, int] | None = None,
+    use_json: bool = True,
+    rare_max: int = RARE_MAX_IMAGES,
+    common_max: int = COMMON_MAX_IMAGES,
+) -> dict[int, str]:
+    """Frequency group of every category, by the one rule of this module.
+
+    Args:
+        categories: category records (``id``, optional ``frequency``).
+        image_counts: training images per category id, for categories without a ``frequency``
+            (or all of them when ``use_json`` is False); an id missing here counts as 0 images.
+        use_json: trust ``categories[].frequency`` (it is still checked).
+        rare_max, common_max: the LVIS rule's thresholds (``data.groups``; LVIS: 10, 100).
+
+    Returns:
+        ``{cat_id: 'r' | 'c' | 'f'}`` in the order of ``categories``.
+
+    Raises:
+        ValueError: an unknown ``frequency`` value, or a category without one and no
+            ``image_counts`` (names the category).
+    """
+    groups = {}
+    for cat in categories:
+        cid = int(cat["id"])
+        freq = frequency_of(cat)
+        if use_json and freq is not None:
+            groups[cid] = freq
+            continue
+        if image_counts is None:
+            raise ValueError(
+                f"category {cid}: no 'frequency' field and no training image counts given"
+            )
+        groups[cid] = lvis_frequency(int(image_counts.get(cid, 0)), rare_max, common_max)
+    return groups
 
 
 def class_counts(data: Mapping[str, Any]) -> tuple[dict[int, int], dict[int, int]]:

@@ -80,11 +80,13 @@ def frequency_table(index: CocoIndex, groups: dict[int, str] | None = None) -> l
 
 
 def cocolt_table(index: CocoIndex) -> list[GroupRow]:
-    """Rows for COCO-LT bins 1..4 (by this json's instance counts), then all."""
+    """Rows for COCO-LT bins 1..4 (by this json's instance counts), then all; a row ``none``
+    before ``all`` when some classes have no instance (they belong to no bin)."""
     bins = index.cocolt_bins()
     of_label = np.zeros(index.num_classes + 1, np.int64)
-    of_label[1:] = [bins[cid] - 1 for cid in index.cat_ids]
-    return _table(index, of_label, ["1", "2", "3", "4"])
+    of_label[1:] = [(bins[cid] or 5) - 1 for cid in index.cat_ids]
+    rows = _table(index, of_label, ["1", "2", "3", "4", "none"])
+    return [r for r in rows if r.group != "none" or r.num_classes]
 
 
 def format_table(rows: list[GroupRow], title: str) -> str:

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as F
 from drcl.data.dataset import DetectionDataset, skipped_id
 from drcl.engine.epoch_data import SamplerEpochData
 from drcl.sampling.drb import DRBSample
+from drcl.transforms.views import hflip_boxes
 
 # per-object entries of a target dict (the rest, e.g. image_id, are per image)
 _PER_OBJECT = ("boxes", "labels", "iscrowd", "area", "masks")
@@ -49,11 +50,8 @@ class FlipDataset(torch.utils.data.Dataset):
         target = dict(target, skipped_id=skipped_id(self.images, int(sample.index), target))
         g = torch.Generator().manual_seed(int(sample.seed))
         if torch.rand((), generator=g).item() < self.flip_p:
-            w = image.shape[-1]
+            target = dict(target, boxes=hflip_boxes(target["boxes"], image.shape[-1]))
             image = F.horizontal_flip(image)
-            boxes = target["boxes"].clone()
-            boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
-            target = dict(target, boxes=boxes)
             if "masks" in target:
                 target["masks"] = target["masks"].flip(-1)
         return image, target

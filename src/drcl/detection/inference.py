@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from drcl.data.categories import CategoryTable, labels_to_category_ids
 from drcl.utils.io import atomic_write_json, read_json
@@ -73,7 +74,7 @@ def detections_to_records(
     cat_ids = labels_to_category_ids(output["labels"], categories).tolist()
     keep = [k for k, c in enumerate(cat_ids) if keep_ids is None or c in keep_ids]
     boxes = output["boxes"].detach().cpu().double()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    xywh = box_convert(boxes, "xyxy", "xywh").tolist()
     scores = output["scores"].detach().cpu().tolist()
     records = [
         {

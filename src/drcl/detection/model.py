@@ -18,7 +18,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-from drcl.config.schema import FinetuneConfig, ModelConfig
+from drcl.config.schema import ARCH_FAMILIES, FinetuneConfig, ModelConfig
 from drcl.data.categories import CategoryTable, categories_for_checkpoint
 from drcl.detection.class_layers import adapt_class_layers
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
@@ -28,9 +28,8 @@ from drcl.utils.weights import LoadReport, load_into, read_state_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "LoadReport", "build_detector", "load_pretrained"]
+__all__ = ["LoadReport", "build_detector", "load_pretrained"]
 
-ARCHS = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN}
 # torchvision's MultiScaleRoIAlign output for boxes (7x7); TwoMLPHead flattens C x 7 x 7.
 BOX_POOL_SIZE = 7
 
@@ -113,7 +112,8 @@ def build_detector(
     # ---- hook: one-stage detectors (retinanet / fcos / atss) live in detection/one_stage.py
     from drcl.detection import one_stage
 
-    if one_stage.is_one_stage(ft.arch):
+    family = ARCH_FAMILIES[ft.arch]
+    if family.one_stage:
         return one_stage.build_one_stage(
             m, ft, num_classes, class_freqs, min_size=min_size, max_size=max_size
         )
@@ -124,9 +124,9 @@ def build_detector(
     backbone = build_resnet_fpn(m.depth, m.fpn_channels, m.norm, m.trainable_layers, m.weights)
     box_head = TwoMLPHead(m.fpn_channels * BOX_POOL_SIZE**2, m.box_head_dim)
     predictor = _box_predictor(m.box_head_dim, ft, num_classes)
-    extra = _mask_modules(m.fpn_channels, num_classes) if ft.arch == "mask_rcnn" else {}
+    extra = _mask_modules(m.fpn_channels, num_classes) if family.masks else {}
     kwargs = detector_kwargs(ft, min_size, max_size)
-    detector = ARCHS[ft.arch](
+    detector = (MaskRCNN if family.masks else FasterRCNN)(
         backbone, box_head=box_head, box_predictor=predictor, **extra, **kwargs
     )
     detector.roi_heads = _long_tail_heads(detector.roi_heads, cls_loss)

@@ -45,7 +45,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead, 
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from drcl.config.schema import FinetuneConfig, ModelConfig
+from drcl.config.schema import ONE_STAGE_ARCHS, FinetuneConfig, ModelConfig
 from drcl.detection.atss import atss_assign
 from drcl.losses.sigmoid_longtail import DenseClassificationLoss, build_dense_loss
 from drcl.models.backbone import build_resnet_body
@@ -63,7 +63,6 @@ __all__ = [
     "centerness_targets",
 ]
 
-ONE_STAGE_ARCHS = ("retinanet", "fcos", "atss")
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 
 
@@ -384,7 +383,3 @@ def adapt_pretrained_state(model: nn.Module, state: dict[str, Tensor]) -> dict[s
         else:
             out[f"backbone.fpn.{m[1]}.{int(m[2]) - 1}.{m[3]}"] = value
     return out
-
-
-def is_one_stage(arch: str) -> bool:
-    return arch in ONE_STAGE_ARCHS

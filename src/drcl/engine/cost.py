@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from drcl.utils.io import atomic_write_json
+from drcl.utils.run_dir import COST
 
-COST_FILE = "cost.json"
+COST_FILE = COST
 
 
 def peak_rss_bytes() -> int:

@@ -50,8 +50,6 @@ class SamplerEpochData:
         self._restored = False
         self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
         self._batch_alpha: float | None = None  # alpha the last consumed batch was drawn with
-        # counts the classes of the boxes LCL contrasts (box_share_* / box_entropy in the logs)
-        self.box_meter: Any = None
 
     def batches(self, epoch: int, progress: float) -> Iterator[Any]:
         """Batches of sampler epoch ``epoch`` (training ``progress`` in [0, 1] sets DRB's
@@ -78,8 +76,6 @@ class SamplerEpochData:
         alpha = batch.pop("alpha", None)
         if alpha is not None:  # one value per batch: all its samples share an iteration
             self._batch_alpha = float(alpha[0])
-        if self.box_meter is not None and "box_labels" in batch:
-            self.box_meter.update(batch["box_labels"][batch["box_valid"].bool()])
         ids = batch.pop("skipped_id")
         self.skipped_ids.update(int(i) for i in ids.tolist() if i >= 0)
         return batch
@@ -93,8 +89,6 @@ class SamplerEpochData:
         # the alpha the last batch handed to the loop was drawn with (workers may prefetch ahead)
         alpha = self.sampler.alpha if self._batch_alpha is None else self._batch_alpha
         out = {"alpha": float(alpha)}
-        if self.box_meter is not None:
-            out.update(self.box_meter.summary())
         if self.skipped_ids:
             out["skipped_images"] = len(self.skipped_ids)
         return out

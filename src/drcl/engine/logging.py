@@ -9,6 +9,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from drcl.utils.run_dir import METRICS
+
 
 class MetricLogger:
     """Writes scalar logs; a no-op on ranks other than 0."""
@@ -21,7 +23,7 @@ class MetricLogger:
         if not enabled:
             return
         work_dir = Path(work_dir)
-        self._jsonl = open(work_dir / "metrics.jsonl", "a", buffering=1)
+        self._jsonl = open(work_dir / METRICS, "a", buffering=1)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -57,15 +59,3 @@ class MetricLogger:
         for h in (self._jsonl, self._tb, self._bar):
             if h is not None:
                 h.close()
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ``metrics.jsonl`` file (skips a torn last line from a killed run)."""
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows

@@ -68,6 +68,12 @@ def build_optimizer(
     raise ValueError(f"train.optimizer: got {train_cfg.optimizer!r}, allowed: sgd, adamw")
 
 
+def total_iters(train_cfg, iters_per_epoch: int) -> int:
+    """The run's length in iterations: ``train.max_iters``, else ``train.epochs`` epochs of
+    ``iters_per_epoch`` (the one place it is computed: engine, sampler, dose, replay)."""
+    return train_cfg.max_iters or train_cfg.epochs * iters_per_epoch
+
+
 def scaled_lr(train_cfg) -> float:
     """Linear scaling rule: lr is given for a global batch of 16."""
     if not train_cfg.scale_lr:

@@ -4,7 +4,6 @@ stage runners (``drcl.pretrain.runner``, ``drcl.finetune.runner``) read the root
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 from drcl.config.schema import TrainConfig
 from drcl.engine import distributed as dist
 from drcl.engine import runtime
-from drcl.engine.schedule import build_optimizer, build_scheduler
+from drcl.engine.schedule import build_optimizer, build_scheduler, total_iters
 from drcl.engine.trainer import EpochData, Trainer, seed_everything
 from drcl.utils.io import ensure_writable_dir
 
@@ -70,7 +69,6 @@ def make_trainer(
     lr: float,
     weight_decay: float,
     sync_bn: bool = False,
-    after_step: Callable[[int, float], None] | None = None,
     state_module: torch.nn.Module | None = None,
     cost_info: dict[str, Any] | None = None,
 ) -> Trainer:
@@ -82,7 +80,7 @@ def make_trainer(
     apply_runtime(train, model, data, device, info)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
-    max_iters = train.max_iters or train.epochs * data.iters_per_epoch
+    max_iters = total_iters(train, data.iters_per_epoch)
     return Trainer(
         wrap_ddp(model, device, sync_bn),
         optimizer,
@@ -93,7 +91,6 @@ def make_trainer(
         max_iters,
         device,
         info,
-        after_step=after_step,
         state_module=state_module,
         cost_info=cost_info,
     )

@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +27,12 @@ from drcl.config.schema import TrainConfig
 from drcl.engine import checkpoint as ckpt
 from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
+from drcl.engine.hooks import HookBase
 from drcl.engine.logging import MetricLogger
 from drcl.engine.runtime import batch_to_channels_last
 from drcl.utils.errors import NoBatchError
 from drcl.utils.io import ensure_writable_dir
+from drcl.utils.run_dir import RunDir, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,6 @@ class Trainer:
         train_cfg: the ``train`` section of the config.
         work_dir: where checkpoints and logs go.
         max_iters: optimizer steps to run.
-        after_step: called as ``after_step(iteration, progress)`` after each optimizer step
-            (e.g. the EMA target update).
         extra_state: more objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
         state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
             (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
@@ -107,7 +107,6 @@ class Trainer:
         max_iters: int,
         device: torch.device,
         dist: DistInfo,
-        after_step: Callable[[int, float], None] | None = None,
         extra_state: dict[str, Any] | None = None,
         state_module: torch.nn.Module | None = None,
         cost_info: dict[str, Any] | None = None,
@@ -116,7 +115,7 @@ class Trainer:
         self.data, self.cfg = data, train_cfg
         self.work_dir = ensure_writable_dir(work_dir)
         self.max_iters, self.device, self.dist = max_iters, device, dist
-        self.after_step = after_step
+        self.hooks: list[HookBase] = []
         self.extra_state = {"data": data, **(extra_state or {})}
         self.state_module = state_module
         self.progress = Progress()
@@ -173,7 +172,7 @@ class Trainer:
             return False
         self.load_state_dict(ckpt.load_state(path, map_location=self.device), path)
         self.resumed = True
-        _truncate_metrics(self.work_dir / "metrics.jsonl", self.progress.iteration)
+        _truncate_metrics(RunDir(self.work_dir).metrics, self.progress.iteration)
         if self.dist.is_main:
             log.info("resumed from %s at iteration %d", path, self.progress.iteration)
         return True
@@ -231,7 +230,10 @@ class Trainer:
         scale = self.scaler.get_scale() if self._grad_stats else 1.0
         for _ in range(self.cfg.accumulate):
             td = time.perf_counter()
-            batch = self.data.to_device(next(stream), self.device)
+            batch = next(stream)
+            for hook in self.hooks:
+                hook.on_batch(batch)
+            batch = self.data.to_device(batch, self.device)
             if self.cfg.channels_last:  # NHWC images for NHWC weights (drcl.engine.runtime)
                 batch = batch_to_channels_last(batch)
             data_time += time.perf_counter() - td
@@ -261,9 +263,22 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Add hooks (:mod:`drcl.engine.hooks`), called in registration order."""
+        self.hooks.extend(hooks)
+
     def fit(self) -> Progress:
         """Train until ``max_iters``; checkpoints every ``checkpoint_every`` iterations (or every
-        epoch's worth of iterations) and at the end."""
+        epoch's worth of iterations) and at the end. Calls the hooks around it."""
+        try:
+            for hook in self.hooks:
+                hook.before_train()
+            return self._fit()
+        finally:
+            for hook in self.hooks:
+                hook.after_train()
+
+    def _fit(self) -> Progress:
         logger = MetricLogger(
             self.work_dir, self.max_iters, self.progress.iteration, self.dist.is_main
         )
@@ -276,8 +291,8 @@ class Trainer:
                 logs = self._step(stream)
                 self.progress.iteration += 1
                 it = self.progress.iteration
-                if self.after_step is not None:
-                    self.after_step(it, it / self.max_iters)
+                for hook in self.hooks:
+                    hook.after_step(it, it / self.max_iters)
                 logger.step()
                 if it % self.cfg.log_every == 0 or it == self.max_iters:
                     self._log(logger, logs)
@@ -292,6 +307,8 @@ class Trainer:
         record = {"iter": self.progress.iteration, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update(logs)
         record.update(self.data.logs())
+        for hook in self.hooks:
+            record.update(hook.logs())
         if self.skipped_steps:
             record["skipped_steps"] = self.skipped_steps
         logger.log(record)
@@ -303,7 +320,6 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         return
     import json
 
-    from drcl.engine.logging import read_metrics
     from drcl.utils.io import atomic_write_text
 
     rows = [r for r in read_metrics(path) if r.get("iter", 0) <= iteration]

@@ -13,27 +13,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drcl.data.groups import (
-    COCOLT_EDGES,
     COMMON_MAX_IMAGES,
     RARE_MAX_IMAGES,
     check_thresholds,
     class_counts,
     cocolt_bin,
     empty_group_warning,
+    frequency_of,
+    groups_for,
     lvis_frequency,
 )
-from drcl.data.groups import FREQUENCY_GROUPS as GROUPS
+from drcl.data.groups import FREQUENCY_GROUPS as GROUPS  # noqa: F401  (re-exported)
 
 EVAL_FILE_COUNTS = "counts from the evaluation file, not training"
 HOW_TO_GET = "pass --train-ann TRAIN.json (or use a gt with categories[].frequency)"
 
 logger = logging.getLogger(__name__)
-
-
-def coco_lt_bin(instance_count: int) -> int | None:
-    """COCO-LT bin 1..4 of a class with ``instance_count`` training instances; None for 0
-    (a class never seen in training belongs to no bin when evaluating)."""
-    return None if instance_count < COCOLT_EDGES[0] else cocolt_bin(instance_count)
 
 
 @dataclass
@@ -95,10 +90,8 @@ def class_info(
     cats = sorted(categories, key=lambda c: c["id"])
     ids = [c["id"] for c in cats]
     k, notes = len(ids), []
-    json_groups = _from_field(cats, "frequency")
-    bad = sorted({g for g in json_groups or [] if g not in GROUPS})
-    if bad:
-        raise ValueError(f"categories: field 'frequency': unknown values {bad}, allowed r, c, f")
+    fields = [frequency_of(c) for c in cats]  # raises on an unknown value
+    json_groups = fields if all(f is not None for f in fields) else None
     images = instances = None
     src = None
     if train is not None:
@@ -112,7 +105,9 @@ def class_info(
             notes.append(f"per-class counts and COCO-LT bins: {EVAL_FILE_COUNTS}; {HOW_TO_GET}")
     groups, groups_source = json_groups, "frequency"
     if groups is None and src == "train_ann":
-        groups = [lvis_frequency(n, rare_max, common_max) for n in images]
+        # the one rule (drcl.data.groups): a category's own field, else the training images
+        by_id = groups_for(cats, dict(zip(ids, images, strict=True)), True, rare_max, common_max)
+        groups = [by_id[i] for i in ids]
         groups_source = "train_ann"
         empty = empty_group_warning(images, groups, rare_max, common_max, _num_images(train))
         if empty:
@@ -136,7 +131,7 @@ def class_info(
         cat_ids=ids,
         names=[str(c.get("name", c["id"])) for c in cats],
         groups=list(groups) if groups is not None else [None] * k,
-        bins=[coco_lt_bin(n) for n in instances] if instances is not None else [None] * k,
+        bins=[cocolt_bin(n) for n in instances] if instances is not None else [None] * k,
         train_images=list(images) if images is not None else [None] * k,
         train_instances=list(instances) if instances is not None else [None] * k,
         groups_source=groups_source,

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops import MultiScaleRoIAlign, box_convert, roi_align
 
 from drcl.data.coco import CocoIndex
 from drcl.data.groups import GROUP_NAMES
@@ -164,9 +164,8 @@ def _read_rgb(root: str | os.PathLike, image: dict, source: str) -> Tensor:
 
 def _context_boxes(xywh: Tensor, context: float, height: int, width: int) -> Tensor:
     """(K, 4) COCO xywh -> xyxy widened by ``context`` x side on every side, clipped."""
-    x, y, w, h = xywh.unbind(1)
-    dx, dy = context * w, context * h
-    out = torch.stack([x - dx, y - dy, x + w + dx, y + h + dy], 1)
+    dx, dy = context * xywh[:, 2], context * xywh[:, 3]
+    out = box_convert(xywh, "xywh", "xyxy") + torch.stack([-dx, -dy, dx, dy], 1)
     lim = torch.tensor([width, height, width, height], dtype=out.dtype)
     return torch.minimum(out.clamp(min=0), lim)
 
@@ -236,7 +235,7 @@ def _crop_all(
         images.append(crop.round().clamp(0, 255).to(torch.uint8))
         labels += [int(a["category_id"]) for a in anns]
         image_ids += [int(image["id"])] * len(anns)
-        boxes.append(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1))
+        boxes.append(box_convert(xywh, "xywh", "xyxy"))
     if not labels:
         raise ValueError(f"{index.path}: no usable box (non-crowd, width and height > 0) to probe")
     return Crops(
@@ -260,14 +259,11 @@ def _cache_file(
 
 
 def _write_cache(path: Path, crops: Crops) -> None:
-    from safetensors.torch import save_file
+    from drcl.utils.weights import save_state_dict
 
-    from drcl.utils.io import atomic_write
-
-    tensors = {
-        k: getattr(crops, k).contiguous() for k in ("images", "labels", "image_ids", "boxes")
-    }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    save_state_dict(
+        {k: getattr(crops, k) for k in ("images", "labels", "image_ids", "boxes")}, path
+    )
 
 
 def _read_cache(path: Path) -> Crops:
@@ -525,7 +521,7 @@ def roi_features(
         for image, anns in _boxes_by_image(index, max_per_class):
             pixels = _read_rgb(images_root, image, index.path)
             xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)
-            pending.append((pixels, torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)))
+            pending.append((pixels, box_convert(xywh, "xywh", "xyxy")))
             if len(pending) == batch_size:
                 feats.append(_roi_batch(net, pool, pending, device))
                 pending = []

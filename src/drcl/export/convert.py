@@ -42,6 +42,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from drcl.utils.weights import save_state_dict
+
 __all__ = [
     "TARGETS",
     "ConversionResult",
@@ -501,9 +503,7 @@ def save_exported(state: dict[str, Tensor], target: str, out: str | os.PathLike)
             "torchvision": lambda s: s,
         }[target](state)
         return atomic_write(out, lambda tmp: torch.save(wrapped, tmp))
-    from safetensors.torch import save_file
-
-    return atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"layout": target}))
+    return save_state_dict(state, out, {"layout": target})
 
 
 def _save_detectron2_pkl(state: dict[str, Tensor], target: str, out: Path) -> Path:

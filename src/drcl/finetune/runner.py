@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from drcl.config import Config, save_config
+from drcl.config.schema import ARCH_FAMILIES, DataConfig, GroupsConfig
 from drcl.data.categories import (
     CATEGORIES_FILE,
     METADATA_KEY,
@@ -33,7 +33,9 @@ from drcl.engine.schedule import scaled_lr
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
-from drcl.utils.io import atomic_write, atomic_write_json, ensure_writable_dir, read_json
+from drcl.utils.io import atomic_write_json, ensure_writable_dir, read_json
+from drcl.utils.run_dir import RunDir, detections_name, metrics_name
+from drcl.utils.weights import save_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def build_finetune_data(cfg: Config, info: dist.DistInfo) -> tuple[DetectionEpoc
     images_dir = Path(cfg.data.train_images)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
-    with_masks = cfg.finetune.arch == "mask_rcnn"
+    with_masks = ARCH_FAMILIES[cfg.finetune.arch].masks
     images = DetectionDataset(
         None, images_dir, with_masks=with_masks, on_error=cfg.data.on_error, index=index
     )
@@ -123,9 +125,9 @@ def train_detector(
 
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
+        save_config(cfg, RunDir(work_dir).config)
     data, index = build_finetune_data(cfg, info)
-    categories = training_categories(cfg, index)
+    categories = training_categories(cfg.data.groups, index)
     if info.is_main:
         record_categories(categories, work_dir, resume)
     # federated / ECM / Seesaw read training *image* counts per class (label order)
@@ -159,14 +161,13 @@ def train_detector(
     if report:
         log.warning(report)
     if info.is_main:
-        save_detector(detector, work_dir / "model_final.safetensors", categories)
+        save_detector(detector, RunDir(work_dir).model_final, categories)
     dist.barrier()
     return detector, device, info
 
 
-def training_categories(cfg: Config, index: CocoIndex) -> CategoryTable:
+def training_categories(groups: GroupsConfig, index: CocoIndex) -> CategoryTable:
     """The record of the training categories (``data.groups`` thresholds for ``frequency``)."""
-    groups = cfg.data.groups
     return CategoryTable.from_coco(index, groups.rare_max, groups.common_max)
 
 
@@ -195,18 +196,18 @@ def run_finetune(
     Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
     """
     init = init or cfg.finetune.init
-    check_val_categories(cfg)  # before training: a refusal must not come after hours
+    check_val_categories(cfg.data)  # before training: a refusal must not come after hours
     detector, _, _ = train_detector(cfg, work_dir, init, resume)
     return evaluate_model(cfg, detector, Path(work_dir))
 
 
-def check_val_categories(cfg: Config) -> None:
+def check_val_categories(data: DataConfig) -> None:
     """Match ``data.val_ann``'s categories with ``data.train_ann``'s by id (raises on a name
     mismatch unless ``data.allow_category_mismatch``); logs the one-line summary."""
-    train = CategoryTable.from_coco(cfg.data.train_ann)
-    val = read_json(cfg.data.val_ann)
+    train = CategoryTable.from_coco(data.train_ann)
+    val = read_json(data.val_ann)
     cats = val.get("categories", []) if isinstance(val, dict) else []
-    match = match_categories(train, cats, cfg.data.val_ann, cfg.data.allow_category_mismatch)
+    match = match_categories(train, cats, data.val_ann, data.allow_category_mismatch)
     if not match.exact:
         log.warning("%s", match.line(train))
 
@@ -215,28 +216,27 @@ def save_detector(
     detector: torch.nn.Module, path: Path, categories: CategoryTable | None = None
 ) -> None:
     """Weights as safetensors; the training categories go into the metadata (json string)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in detector.state_dict().items()}
     metadata = {"format": "pt"}
     if categories is not None:
         metadata[METADATA_KEY] = json.dumps(categories.to_json())
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    save_state_dict(detector.state_dict(), path, metadata)
 
 
-def iou_types_of(cfg: Config) -> list[str]:
-    """Box AP always; mask AP too for Mask R-CNN."""
-    return ["bbox", "segm"] if cfg.finetune.arch == "mask_rcnn" else ["bbox"]
+def iou_types_of(arch: str) -> list[str]:
+    """Box AP always; mask AP too for a detector with masks (``finetune.arch``)."""
+    return ["bbox", "segm"] if ARCH_FAMILIES[arch].masks else ["bbox"]
 
 
 def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
     """LVIS-style evaluation on the validation set into ``work_dir/eval``, labels mapped
     through the run's ``categories.json``."""
-    out_dir = ensure_writable_dir(work_dir / "eval")
+    out_dir = ensure_writable_dir(RunDir(work_dir).eval_dir)
     categories = CategoryTable.load(work_dir / CATEGORIES_FILE)
-    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg), categories)
+    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg.finetune.arch), categories)
 
 
-def _check_iou_types(cfg: Config, iou_types: tuple[str, ...] | list[str]) -> None:
-    if "segm" in iou_types and cfg.finetune.arch != "mask_rcnn":
+def _check_iou_types(arch: str, iou_types: tuple[str, ...] | list[str]) -> None:
+    if "segm" in iou_types and not ARCH_FAMILIES[arch].masks:
         raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
 
 
@@ -265,7 +265,7 @@ def evaluate_detector(
     from drcl.engine.runtime import resolve_num_workers
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
-    _check_iou_types(cfg, iou_types)
+    _check_iou_types(cfg.finetune.arch, iou_types)
     dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
     match = match_categories(
         categories, dataset.index.categories, cfg.data.val_ann, cfg.data.allow_category_mismatch
@@ -274,7 +274,7 @@ def evaluate_detector(
         log.warning("%s", match.line(categories))
     info, device = dist.get_info(), dist.resolve_device(cfg.train.device)
     rank, world = info.rank, info.world_size
-    final = Path(out_dir) / "detections_bbox.json"
+    final = Path(out_dir) / detections_name("bbox")
     shards = [rank_file(final, r, world) for r in range(world)]
     batch = cfg.finetune.eval_batch_size
     workers = resolve_num_workers(cfg.data.num_workers, device, world)  # -1: for the machine
@@ -309,7 +309,7 @@ def evaluate_detector(
         )
         if not match.exact:
             results[t]["notes"] = [match.line(categories), *results[t].get("notes", [])]
-        atomic_write_json(Path(out_dir) / f"metrics_{t}.json", json_safe(results[t]), indent=1)
+        atomic_write_json(Path(out_dir) / metrics_name(t), json_safe(results[t]), indent=1)
     return results
 
 
@@ -327,9 +327,9 @@ def evaluate_checkpoint(
     """
     from drcl.detection.inference import load_detector_weights
 
-    iou_types = iou_types_of(cfg) if iou_types is None else iou_types
-    _check_iou_types(cfg, iou_types)
-    categories = checkpoint_categories(cfg, checkpoint)
+    iou_types = iou_types_of(cfg.finetune.arch) if iou_types is None else iou_types
+    _check_iou_types(cfg.finetune.arch, iou_types)
+    categories = checkpoint_categories(cfg.data, checkpoint)
     num_classes = categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
     model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
@@ -338,7 +338,7 @@ def evaluate_checkpoint(
     return evaluate_detector(cfg, model, work_dir, iou_types, categories)
 
 
-def checkpoint_categories(cfg: Config, checkpoint: str | os.PathLike) -> CategoryTable:
+def checkpoint_categories(data: DataConfig, checkpoint: str | os.PathLike) -> CategoryTable:
     """The checkpoint's training categories: its record (safetensors metadata or the run
     folder's ``categories.json``), else ``data.train_ann``'s with a warning (a checkpoint from
     before records, or from another tool)."""
@@ -351,6 +351,6 @@ def checkpoint_categories(cfg: Config, checkpoint: str | os.PathLike) -> Categor
         checkpoint,
         METADATA_KEY,
         CATEGORIES_FILE,
-        cfg.data.train_ann,
+        data.train_ann,
     )
-    return training_categories(cfg, CocoIndex.from_file(cfg.data.train_ann))
+    return training_categories(data.groups, CocoIndex.from_file(data.train_ann))

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import resnet
 
 from drcl.engine.cost import CostMeter
 from drcl.generic.data import load_split, make_generic_dataset
 from drcl.generic.recipe import GenericRecipe
-from drcl.utils.io import atomic_write, atomic_write_json, read_json
+from drcl.utils.io import atomic_write_json, read_json
+from drcl.utils.weights import save_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ def train_generic(recipe: GenericRecipe, data_dir: str | Path, log_every: int = 
 
 def export_backbone(model: nn.Module, out: Path, meta: dict) -> Path:
     """Save the ResNet state dict (torchvision keys) as safetensors, and ``meta`` next to it."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    save_state_dict(model.state_dict(), out, {"format": "pt"})
     atomic_write_json(out.with_suffix(".json"), meta, indent=1)
     return out
 

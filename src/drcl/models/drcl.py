@@ -120,11 +120,11 @@ class DRCLModel(nn.Module):
         norm: str = ModelConfig.norm,
         trainable_layers: int = ModelConfig.trainable_layers,
         weights: str | os.PathLike | None = None,
-        hcl: Any = None,
-        lcl: Any = None,
-        ar: Any = None,
-        sr: Any = None,
-        ema: Any = None,
+        hcl: HCLConfig | None = None,
+        lcl: LCLConfig | None = None,
+        ar: ARConfig | None = None,
+        sr: SRConfig | None = None,
+        ema: EMAConfig | None = None,
         gather_distributed: bool = True,
         checkpointing: bool = False,
     ) -> None:
@@ -135,7 +135,8 @@ class DRCLModel(nn.Module):
         self.sr_cfg = sr if sr is not None else SRConfig()
         self.ema_cfg = ema if ema is not None else EMAConfig()
         self.gather_distributed = gather_distributed
-        self.loss_weights = {t: float(getattr(self, f"{t}_cfg").weight) for t in TERMS}
+        terms = (self.hcl_cfg, self.lcl_cfg, self.ar_cfg, self.sr_cfg)
+        self.loss_weights = {t: float(c.weight) for t, c in zip(TERMS, terms, strict=True)}
         self._check_values()
         on = self.enabled
         head_norm = nn.SyncBatchNorm if norm == "sync_bn" else nn.BatchNorm1d
@@ -171,7 +172,7 @@ class DRCLModel(nn.Module):
 
     @property
     def _ar_input(self) -> str:
-        return str(getattr(self.ar_cfg, "input", "masked"))
+        return str(self.ar_cfg.input)
 
     def _build_online_only_heads(self, fpn_channels: int, head_norm: Any, norm: str) -> None:
         """Predictors (online side only, BYOL's asymmetry) and the reconstruction heads."""
@@ -203,7 +204,7 @@ class DRCLModel(nn.Module):
 
     def _init_queue(self) -> None:
         """HCL InfoNCE option: a MoCo queue of target projections (``hcl.queue_size`` > 0)."""
-        size = int(getattr(self.hcl_cfg, "queue_size", 0))
+        size = int(self.hcl_cfg.queue_size)
         queue = None
         if self.enabled("hcl") and self.hcl_cfg.loss == "infonce" and size > 0:
             queue = nn.functional.normalize(torch.randn(size, self.hcl_cfg.proj_dim), dim=1)
@@ -258,7 +259,7 @@ class DRCLModel(nn.Module):
         ar_view = on("ar") and not self._ar_masked
         c5_on = fpn_on = c5_tg = fpn_tg = fpn_masked = None
         masked = on("sr") or self._ar_masked
-        shared = masked and bool(getattr(self.sr_cfg, "shared_pass", False))
+        shared = masked and bool(self.sr_cfg.shared_pass)
         if shared and (on("hcl") or on("lcl") or ar_view):
             # one online pass over [masked view 1; view 2] serves every term (sr.shared_pass)
             b = views.shape[0] // 2
@@ -281,7 +282,7 @@ class DRCLModel(nn.Module):
     def _masked_bn_context(self) -> Any:
         """The exported backbone's BN running statistics ignore masked images (sr.masked_bn_update
         false, the default): they describe real images, which is what fine-tuning sees."""
-        if bool(getattr(self.sr_cfg, "masked_bn_update", False)):
+        if self.sr_cfg.masked_bn_update:
             return contextlib.nullcontext()
         return frozen_bn_stats(self.online.backbone)
 
@@ -290,7 +291,7 @@ class DRCLModel(nn.Module):
         """sr.shared_pass: the shared pass mixed masked and unmasked images, so refresh the
         running statistics from the unmasked view 2 alone (a no-grad pass through the ResNet
         body; the FPN has no BN). Skipped with masked_bn_update or in eval mode."""
-        if bool(getattr(self.sr_cfg, "masked_bn_update", False)) or not self.training:
+        if self.sr_cfg.masked_bn_update or not self.training:
             return
         self.online.backbone.body(images)
 
@@ -374,7 +375,7 @@ class DRCLModel(nn.Module):
         on the masked patches (``ar.masked_only``), whole image or box crops."""
         image = batch["clean_view1"] if self._ar_clean else batch["view1"]
         size = tuple(image.shape[-2:])
-        norm_pix = bool(getattr(self.ar_cfg, "norm_pix", False))
+        norm_pix = bool(self.ar_cfg.norm_pix)
         if self.ar_cfg.target == "pixel":
             mask = self._pixel_mask(batch) if self._ar_masked_only else None
             target = patch_normalize(image, int(self.sr_cfg.patch)) if norm_pix else image
@@ -390,17 +391,13 @@ class DRCLModel(nn.Module):
 
     @property
     def _ar_clean(self) -> bool:
-        return self.enabled("ar") and bool(getattr(self.ar_cfg, "clean_target", False))
+        return self.enabled("ar") and bool(self.ar_cfg.clean_target)
 
     @property
     def _ar_masked_only(self) -> bool:
         """Masked patches only: pixel target decoded from the masked view (with input=view
         nothing is hidden, so every pixel counts)."""
-        return (
-            self._ar_masked
-            and self.ar_cfg.target == "pixel"
-            and bool(getattr(self.ar_cfg, "masked_only", False))
-        )
+        return self._ar_masked and self.ar_cfg.target == "pixel" and bool(self.ar_cfg.masked_only)
 
     def _sr_loss(self, fpn_masked: dict, fpn_tg1: dict, batch: dict[str, Tensor]) -> Tensor:
         """``1 - cos`` between predicted P2-P5 of the masked view 1 and the target's of view 1."""

@@ -12,6 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from drcl.utils.run_dir import detections_name
+
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +141,7 @@ def cli_test(args: argparse.Namespace) -> int:
     check_ground_truth(args.gt, "--gt")  # as drcl evaluate: before the (long) inference
     items = images_of_annotation(args.gt, args.images)
     out_dir = check_test_dir(Path(args.out or default_test_dir(ckpt, args.gt)), ckpt)
-    job = _job(args, items, out_dir / "detections_bbox.json", args.gt)
+    job = _job(args, items, out_dir / detections_name("bbox"), args.gt)
     check_outputs(job, {"checkpoint": ckpt.weights, "config": ckpt.config, "--gt": args.gt})
     train_ann = args.train_ann or _existing(job.cfg.data.train_ann)
     result = run_predict(job)

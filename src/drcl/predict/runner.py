@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from drcl.config import Config, load_config
+from drcl.config.schema import DataConfig
 from drcl.data.categories import CategoryMatch, CategoryTable, match_categories
 from drcl.detection.inference import (
     detections_to_records,
@@ -41,12 +42,13 @@ from drcl.utils.io import (
     check_output_file,
     refuse_overwriting_inputs,
 )
+from drcl.utils.run_dir import CONFIG, EVAL, MODEL_FINAL, metrics_name
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
-WEIGHTS_NAME = "model_final.safetensors"
-EVAL_DIR = "eval"  # the run's own evaluation: `drcl test` never writes there
+CONFIG_NAME = CONFIG
+WEIGHTS_NAME = MODEL_FINAL
+EVAL_DIR = EVAL  # the run's own evaluation: `drcl test` never writes there
 DEFAULT_DRAW_THR = 0.3  # drawings only; the results json keeps the LVIS threshold
 
 
@@ -81,18 +83,18 @@ def resolve_checkpoint(ckpt: str | os.PathLike, config: str | os.PathLike | None
     return Checkpoint(weights, cfg_path, run_dir)
 
 
-def model_categories(cfg: Config, checkpoint: Checkpoint) -> CategoryTable:
+def model_categories(data: DataConfig, checkpoint: Checkpoint) -> CategoryTable:
     """The model's training categories: its record (``model_final.safetensors`` metadata, or
     the run's ``categories.json``), else ``data.train_ann``'s with a warning: the same lookup
     as ``drcl evaluate --checkpoint`` (:func:`drcl.finetune.runner.checkpoint_categories`)."""
     from drcl.finetune.runner import checkpoint_categories
 
-    if categories_missing(checkpoint) and not Path(cfg.data.train_ann).is_file():
+    if categories_missing(checkpoint) and not Path(data.train_ann).is_file():
         raise ValueError(
             f"{checkpoint.weights}: no category record, and data.train_ann "
-            f"{cfg.data.train_ann} does not exist: the model's labels cannot be named"
+            f"{data.train_ann} does not exist: the model's labels cannot be named"
         )
-    return checkpoint_categories(cfg, checkpoint.weights)
+    return checkpoint_categories(data, checkpoint.weights)
 
 
 def categories_missing(checkpoint: Checkpoint) -> bool:
@@ -102,11 +104,11 @@ def categories_missing(checkpoint: Checkpoint) -> bool:
 
 
 def match_file_categories(
-    cfg: Config, table: CategoryTable, ann: str | os.PathLike
+    data: DataConfig, table: CategoryTable, ann: str | os.PathLike
 ) -> CategoryMatch:
     """An annotation file's categories matched to the model's by id (one warning line when
     they differ; a renamed id refused unless ``data.allow_category_mismatch``)."""
-    match = match_categories(table, _categories_of(ann), ann, cfg.data.allow_category_mismatch)
+    match = match_categories(table, _categories_of(ann), ann, data.allow_category_mismatch)
     if not match.exact:
         log.warning("%s", match.line(table))
     return match
@@ -159,9 +161,9 @@ class PredictJob:
         if options.get("max_dets") is not None:
             ft.detections_per_img = int(options["max_dets"])
         draw = options.get("draw_dir")
-        table = model_categories(cfg, checkpoint)
+        table = model_categories(cfg.data, checkpoint)
         ann = options.get("ann")
-        keep = None if ann is None else match_file_categories(cfg, table, ann).shared
+        keep = None if ann is None else match_file_categories(cfg.data, table, ann).shared
         return cls(
             cfg=cfg,
             checkpoint=checkpoint,
@@ -322,13 +324,6 @@ def _write_image_list(job: PredictJob, sizes: dict[int, tuple[int, int]]) -> Non
 # ---- drcl test ---------------------------------------------------------------------------------
 
 
-def iou_types_for(cfg: Config) -> list[str]:
-    """Box AP always; mask AP for Mask R-CNN (as fine-tuning's evaluation)."""
-    from drcl.finetune.runner import iou_types_of
-
-    return iou_types_of(cfg)
-
-
 def default_test_dir(checkpoint: Checkpoint, gt: str | os.PathLike) -> Path:
     """``RUN/eval-<annotation file stem>`` (``eval-val``, ``eval-test``): beside the run's
     ``eval/``, never over it; the folder ``drcl evaluate --checkpoint`` uses for that split."""
@@ -350,11 +345,12 @@ def evaluate_predictions(
     """``metrics_{iou_type}.json`` of ``job.out`` against ``gt`` in ``out_dir``, as fine-tuning's
     evaluation writes them (same rules, groups thresholds and category-match note)."""
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
+    from drcl.finetune.runner import iou_types_of
 
     cfg = job.cfg
     match = match_categories(job.categories, _categories_of(gt), gt, True)
     results = {}
-    for t in iou_types_for(cfg):
+    for t in iou_types_of(cfg.finetune.arch):  # as fine-tuning's evaluation
         results[t] = evaluate_detections(
             gt,
             str(job.out),
@@ -366,7 +362,7 @@ def evaluate_predictions(
         )
         if not match.exact:
             results[t]["notes"] = [match.line(job.categories), *results[t].get("notes", [])]
-        atomic_write_json(out_dir / f"metrics_{t}.json", json_safe(results[t]), indent=1)
+        atomic_write_json(out_dir / metrics_name(t), json_safe(results[t]), indent=1)
     return results
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from drcl.engine.hooks import HookBase
+
 KEYS = ("box_share_r", "box_share_c", "box_share_f", "box_entropy", "boxes_known")
 
 
@@ -71,6 +73,24 @@ class BoxCompositionMeter:
         out = composition(self.counts, self.groups)
         self.counts[:] = 0
         return out
+
+
+class BoxCompositionHook(HookBase):
+    """Logs the composition of the boxes LCL contrasts (``box_share_*``, ``box_entropy``,
+    ``boxes_known``): the boxes valid in both views of the batches since the last log row.
+
+    Args:
+        groups: (C + 1,) frequency group per label (:func:`label_groups`).
+    """
+
+    def __init__(self, groups: Sequence[str]) -> None:
+        self.meter = BoxCompositionMeter(groups)
+
+    def on_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        self.meter.update(batch["box_labels"][batch["box_valid"].bool()])
+
+    def logs(self) -> dict[str, float]:
+        return self.meter.summary()
 
 
 def label_groups(index: Any) -> list[str]:

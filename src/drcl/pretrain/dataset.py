@@ -49,12 +49,11 @@ class PretrainDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, sample: DRBSample) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(int(sample.seed))
         image, target = self.images[int(sample.index)]
         skipped = skipped_id(self.images, int(sample.index), target)
         boxes, labels = self.proposals.get(int(target["image_id"]), _EMPTY)
         boxes, labels = torch.as_tensor(boxes), torch.as_tensor(labels)
-        chosen = select_boxes(labels, self.k, sample.alpha, self.class_factors, g)
+        chosen, g = draw_boxes(labels, sample, self.k, self.class_factors)
         pair = self.views(image, boxes[chosen], generator=g)
         v1, v2 = pair.views
         size = v1.image.shape[-1]
@@ -72,6 +71,25 @@ class PretrainDataset(torch.utils.data.Dataset):
             "skipped_id": torch.tensor(skipped),
             "alpha": torch.tensor(float(sample.alpha), dtype=torch.float64),
         }
+
+
+def draw_boxes(
+    labels: torch.Tensor, sample: DRBSample, k: int, class_factors: torch.Tensor
+) -> tuple[torch.Tensor, torch.Generator]:
+    """The sample's K boxes: the first draw of its own generator (seeded by ``sample.seed``).
+
+    Args:
+        labels: (n,) labels of the image's proposals (0 = unknown class).
+        sample: the sampler's draw (``seed``, ``alpha``).
+        k: boxes per image (``pretrain.lcl.boxes_per_image``).
+        class_factors: (C + 1,) float64 instance-level class repeat factors.
+
+    Returns:
+        ``(chosen, generator)``: (<= K,) indices into ``labels``, and the generator, which the
+        views and the mask then continue (so a replay without images draws the same boxes).
+    """
+    g = torch.Generator().manual_seed(int(sample.seed))
+    return select_boxes(labels, k, sample.alpha, class_factors, g), g
 
 
 def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from drcl.engine.hooks import HookBase
 from drcl.evaluation.probe import (
     ProbeData,
     evaluate_features,
@@ -31,6 +32,7 @@ from drcl.evaluation.probe import (
     probe_features,
     probe_net,
 )
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def probe_row(iteration: int, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class ProbeHook:
+class ProbeHook(HookBase):
     """Probe the model's online encoder every ``every`` iterations and at the end.
 
     Args:
@@ -145,7 +147,7 @@ class ProbeHook:
         clean = {
             k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
         }
-        with open(self.work_dir / "metrics.jsonl", "a") as fh:
+        with open(RunDir(self.work_dir).metrics, "a") as fh:
             fh.write(json.dumps(clean) + "\n")
         if self._tb is not None:
             for key, value in clean.items():

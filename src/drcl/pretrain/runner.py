@@ -9,20 +9,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from safetensors.torch import save_file
 
 from drcl.config import Config, save_config, to_dict
+from drcl.config.schema import DataConfig, DRBConfig, ProbeConfig, ProposalConfig, TrainConfig
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset
 from drcl.engine import distributed as dist
 from drcl.engine.epoch_data import SamplerEpochData
-from drcl.engine.schedule import scaled_lr
+from drcl.engine.hooks import EMAHook, HookBase
+from drcl.engine.schedule import scaled_lr, total_iters
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
-from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
+from drcl.pretrain.box_composition import BoxCompositionHook, label_groups
 from drcl.pretrain.dataset import PretrainDataset, collate_views
 from drcl.proposals.core import Proposals, gt_proposals, load_proposals, write_proposals
 from drcl.sampling.drb import (
@@ -32,7 +33,9 @@ from drcl.sampling.drb import (
 )
 from drcl.sampling.progressive import ProgressiveDRBSampler
 from drcl.transforms.views import TwoViewTransform
-from drcl.utils.io import atomic_write, atomic_write_json
+from drcl.utils.io import atomic_write_json
+from drcl.utils.run_dir import RunDir
+from drcl.utils.weights import save_state_dict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -42,10 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposals:
+def resolve_proposals(p: ProposalConfig, index: CocoIndex, work_dir: Path) -> Proposals:
     """The boxes to pre-train on (``pretrain.proposals``): the training boxes for ``source=gt``,
     else ``file`` (a results json; for ``source=detector`` the output of ``drcl proposals``)."""
-    p = cfg.pretrain.proposals
     if p.source == "gt" and p.file:
         log.warning(
             "pretrain.proposals.file=%s is not read: pretrain.proposals.source=gt uses the "
@@ -66,15 +68,15 @@ def resolve_proposals(cfg: Config, index: CocoIndex, work_dir: Path) -> Proposal
     return load_proposals(path, index.data, index.cat_id_to_label)
 
 
-def drb_factors(cfg: Config, index: CocoIndex) -> RepeatFactors:
+def drb_factors(drb: DRBConfig, index: CocoIndex) -> RepeatFactors:
     """Image- and instance-level repeat factors of the training set (``pretrain.drb``)."""
     labels = index.image_labels()
     return repeat_factors_from_image_counts(
         (labels.offsets, labels.labels),
         len(labels),
-        cfg.pretrain.drb.threshold,
+        drb.threshold,
         index.num_classes,
-        instance_factor=cfg.pretrain.drb.instance_factor,
+        instance_factor=drb.instance_factor,
     )
 
 
@@ -84,7 +86,7 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     if not images_dir.is_dir():
         raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
     images = DetectionDataset(None, images_dir, on_error=cfg.data.on_error, index=index)
-    factors = drb_factors(cfg, index)
+    factors = drb_factors(cfg.pretrain.drb, index)
     per_rank = cfg.train.batch_size // info.world_size
     if per_rank < 1 or per_rank * info.world_size != cfg.train.batch_size:
         raise ValueError(
@@ -92,10 +94,10 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
             "processes"
         )
     ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    sampler = build_drb_sampler(cfg, factors, per_rank, ipe, info)
+    sampler = build_drb_sampler(cfg.pretrain.drb, cfg.train, factors, per_rank, ipe, info)
     dataset = PretrainDataset(
         images,
-        resolve_proposals(cfg, index, work_dir),
+        resolve_proposals(cfg.pretrain.proposals, index, work_dir),
         TwoViewTransform(cfg.pretrain.views),
         factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1),
         cfg.pretrain.lcl.boxes_per_image,
@@ -106,36 +108,39 @@ def build_pretrain_data(cfg: Config, work_dir: Path, info: dist.DistInfo) -> Sam
     data = SamplerEpochData(
         dataset, sampler, per_rank, ipe, collate_views, cfg.data.num_workers, pin_memory=pin
     )
-    data.box_meter = BoxCompositionMeter(label_groups(index))  # the mechanism figure's data
     return data
 
 
 def build_drb_sampler(
-    cfg: Config, factors: RepeatFactors, per_rank: int, ipe: int, info: dist.DistInfo
+    drb: DRBConfig,
+    train: TrainConfig,
+    factors: RepeatFactors,
+    per_rank: int,
+    ipe: int,
+    info: dist.DistInfo,
 ) -> DynamicRebalancingSampler | ProgressiveDRBSampler:
     """The pre-training sampler: alpha per iteration (default) or per sampler epoch."""
-    shard = {"seed": cfg.train.seed, "num_replicas": info.world_size, "rank": info.rank}
-    if cfg.pretrain.drb.alpha_update == "epoch":
-        return DynamicRebalancingSampler.from_config(
-            factors, cfg.pretrain.drb, with_context=True, **shard
-        )
+    shard = {"seed": train.seed, "num_replicas": info.world_size, "rank": info.rank}
+    if drb.alpha_update == "epoch":
+        return DynamicRebalancingSampler.from_config(factors, drb, with_context=True, **shard)
     return ProgressiveDRBSampler.from_config(
         factors,
-        cfg.pretrain.drb,
+        drb,
         batch_per_rank=per_rank,
-        max_iters=cfg.train.max_iters or cfg.train.epochs * ipe,  # as make_trainer
+        max_iters=total_iters(train, ipe),
         iters_per_epoch=ipe,
-        accumulate=cfg.train.accumulate,
+        accumulate=train.accumulate,
         **shard,
     )
 
 
 def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
     """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path."""
-    if cfg.pretrain.stage == "box":  # the box-domain stage (drcl.pretrain.box.runner)
-        from drcl.pretrain.box.runner import run_box_pretrain
+    if cfg.pretrain.stage == "box":  # the box-domain stage: its model, this loop
+        from drcl.pretrain.box.runner import build_box_model
 
-        return run_box_pretrain(cfg, work_dir, resume)
+        info = {"stage": "box", "init": cfg.pretrain.box.init}
+        return train_and_export(cfg, work_dir, resume, build_box_model, info)
     return train_and_export(
         cfg, work_dir, resume, build_drcl_model, {"stage": "pretrain", "init": cfg.model.weights}
     )
@@ -155,16 +160,9 @@ def train_and_export(
     """
     device, info, work_dir = start_run(cfg.train, work_dir)
     if info.is_main:
-        save_config(cfg, work_dir / "config.yaml")
+        save_config(cfg, RunDir(work_dir).config)
     data = build_pretrain_data(cfg, work_dir, info)
     model = build_model(cfg).to(device)
-    hooks: list[Any] = []  # filled once the trainer knows max_iters
-
-    def after_step(iteration: int, progress: float) -> None:
-        model.update_target(progress)
-        for hook in hooks:
-            hook.after_step(iteration, progress)
-
     trainer = make_trainer(
         cfg.train,
         model,
@@ -175,42 +173,42 @@ def train_and_export(
         scaled_lr(cfg.train),
         cfg.train.weight_decay,
         sync_bn=cfg.model.norm == "sync_bn",
-        after_step=after_step,
         cost_info=cost_info,
     )
-    hooks += pretrain_hooks(cfg, model, trainer.max_iters, work_dir, info)
+    hooks = pretrain_hooks(cfg.pretrain.probe, cfg.data, model, trainer.max_iters, work_dir, info)
+    composition = BoxCompositionHook(label_groups(data.dataset.images.index))  # mechanism fig.
+    # the EMA target first, as before a probe
+    trainer.register_hooks([EMAHook(model), composition, *hooks])
     if resume:
         trainer.resume()
-    for hook in hooks:
-        hook.before_train()
-    try:
-        trainer.fit()
-    finally:
-        for hook in hooks:
-            hook.after_train()
+    trainer.fit()
     report = data.skip_report(data.dataset.images.index)
     if report:
         log.warning(report)
-    out = work_dir / "pretrained.safetensors"
+    out = RunDir(work_dir).pretrained
     if info.is_main:
-        export_pretrained(model, cfg, out, trainer.progress.iteration)
+        export_pretrained(model, to_dict(cfg), out, trainer.progress.iteration)
     dist.barrier()
     return out
 
 
 def pretrain_hooks(
-    cfg: Config, model: nn.Module, max_iters: int, work_dir: Path, info: dist.DistInfo
-) -> list[Any]:
+    p: ProbeConfig,
+    d: DataConfig,
+    model: nn.Module,
+    max_iters: int,
+    work_dir: Path,
+    info: dist.DistInfo,
+) -> list[HookBase]:
     """Hooks (``before_train / after_step / after_train``) the config asks for: the crop probe
-    (``pretrain.probe.every``) on the online encoder."""
-    p = cfg.pretrain.probe
+    (``pretrain.probe.every``) on the online encoder; ``p`` is ``pretrain.probe``, ``d`` the
+    ``data`` section (the default probe split is the tune split beside the training data)."""
     if p.every < 0:
         raise ValueError(f"pretrain.probe.every: got {p.every}, expected >= 0 (0 = off)")
     if p.every == 0:
         return []
     from drcl.pretrain.probe_hook import ProbeHook, default_probe_split
 
-    d = cfg.data
     if p.ann is not None and p.images is not None:
         split = (p.ann, p.images)
     elif p.ann is None and p.images is None:
@@ -258,16 +256,17 @@ def build_drcl_model(cfg: Config) -> DRCLModel:
     )
 
 
-def export_pretrained(model: DRCLModel, cfg: Config, out: Path, iteration: int) -> None:
-    """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it."""
+def export_pretrained(model: DRCLModel, config: dict, out: Path, iteration: int) -> None:
+    """Backbone + FPN + box head in torchvision's key layout, plus a json saying what made it
+    (``config``: the run's resolved config as a dict)."""
     state = {
-        k: v.detach().cpu().contiguous()
+        k: v
         for k, v in model.export_state_dict().items()
         if not k.endswith("num_batches_tracked")  # a BN counter, not a weight
     }
-    atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    save_state_dict(state, out, {"format": "pt"})
     atomic_write_json(
         out.with_suffix(".json"),
-        {"keys": sorted(state), "iteration": iteration, "config": to_dict(cfg)},
+        {"keys": sorted(state), "iteration": iteration, "config": config},
         indent=1,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from drcl.utils.io import atomic_write_json, read_json
 
@@ -80,7 +80,7 @@ def load_proposals(
 
 def _to_arrays(items: list[tuple[list[float], int]]) -> tuple[np.ndarray, np.ndarray]:
     xywh = np.asarray([b for b, _ in items], dtype=np.float32).reshape(-1, 4)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    xyxy = box_convert(torch.from_numpy(xywh), "xywh", "xyxy").numpy()
     return xyxy, np.asarray([label for _, label in items], dtype=np.int64)
 
 

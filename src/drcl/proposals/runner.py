@@ -12,9 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from drcl.config import Config
+from drcl.config import Config, derive_config
 from drcl.data.coco import CocoIndex
 from drcl.proposals.core import gt_proposals, load_proposals, write_proposals
 from drcl.utils.io import atomic_write_json, read_json
@@ -25,23 +23,30 @@ log = logging.getLogger(__name__)
 def detector_config(cfg: Config, agnostic_ann: Path) -> Config:
     """The fine-tuning config of the class-agnostic proposal detector."""
     p = cfg.pretrain.proposals
-    det = OmegaConf.merge(cfg, {})
-    det.data.train_ann = str(agnostic_ann)
     if p.detector_epochs < 0 or p.detector_iters < 1:
         raise ValueError(
             "pretrain.proposals: detector_epochs must be >= 0 and detector_iters >= 1, got "
             f"{p.detector_epochs} and {p.detector_iters}"
         )
     if p.detector_epochs > 0:  # dataset-proportional: the engine turns epochs into iterations
-        det.train.max_iters, det.train.epochs = 0, p.detector_epochs
-        det.train.checkpoint_every = 0  # once per epoch
+        # checkpoint_every 0: once per epoch
+        length = {"train.max_iters": 0, "train.epochs": p.detector_epochs}
+        length["train.checkpoint_every"] = 0
     else:
-        det.train.max_iters = p.detector_iters
-        det.train.checkpoint_every = p.detector_iters
-    det.finetune.arch, det.finetune.loss, det.finetune.rfs = "faster_rcnn", "ce", False
-    det.finetune.score_thresh, det.finetune.nms_thresh = p.score_thresh, p.nms
-    det.finetune.detections_per_img = p.top_n
-    return det  # type: ignore[return-value]
+        length = {"train.max_iters": p.detector_iters, "train.checkpoint_every": p.detector_iters}
+    return derive_config(
+        cfg,
+        {
+            "data.train_ann": str(agnostic_ann),
+            **length,
+            "finetune.arch": "faster_rcnn",
+            "finetune.loss": "ce",
+            "finetune.rfs": False,
+            "finetune.score_thresh": p.score_thresh,
+            "finetune.nms_thresh": p.nms,
+            "finetune.detections_per_img": p.top_n,
+        },
+    )
 
 
 def run_detector_proposals(cfg: Config, out: Path) -> list[dict[str, Any]]:

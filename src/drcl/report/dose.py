@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drcl.utils.run_dir import METRICS, read_metrics
+
 log = logging.getLogger(__name__)
 
 GROUPS = ("all", "rare", "common", "frequent")
@@ -113,7 +115,6 @@ def dose_family(results: dict[str, Any], family: str) -> list[str]:
 
 def read_dose_runs(work_dir: Path, results: dict[str, Any], family: str) -> list[DoseRun]:
     """The probe series of every pre-training run of ``family``."""
-    from drcl.engine.logging import read_metrics
 
     runs = []
     for row in dose_family(results, family):
@@ -123,7 +124,7 @@ def read_dose_runs(work_dir: Path, results: dict[str, Any], family: str) -> list
             log.warning("dose figure: row %s has no dose in results.json; skipped", row)
             continue
         for seed in entry.get("seeds_done", []):
-            path = work_dir / row / f"seed{seed}" / "pretrain" / "metrics.jsonl"
+            path = work_dir / row / f"seed{seed}" / "pretrain" / METRICS
             probe = probe_series(read_metrics(path), iters / epochs) if path.is_file() else {}
             runs.append(DoseRun(row, seed, float(epochs), probe))
     return runs

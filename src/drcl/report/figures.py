@@ -20,6 +20,7 @@ from typing import Any
 from drcl.data.groups import GROUP_NAMES
 from drcl.report.doc import Cell, Figure, Note, Table, Text
 from drcl.report.runs import RunInfo
+from drcl.utils.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def error_section(
     runs: list[RunInfo], gt: Path | None, train_ann: Path | None, out_dir: Path
 ) -> list[Figure | Note | Table | Text]:
     """Error breakdown (Correct/Location/Background/Classification/Other/Missed) per group."""
-    have = [r for r in runs if (r.path / "eval" / "detections_bbox.json").exists()]
+    have = [r for r in runs if RunDir(r.path).detections().exists()]
     if not have:
         return [Note("no run has eval/detections_bbox.json")]
     if gt is None:
@@ -84,7 +85,7 @@ def error_section(
     results: dict[str, dict] = {}
     blocks: list[Figure | Note | Table | Text] = []
     for run in have:
-        dets = run.path / "eval" / "detections_bbox.json"
+        dets = RunDir(run.path).detections()
         try:
             results[run.name] = breakdown(str(gt), str(dets), train_ann=_opt_str(train_ann))
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -137,7 +138,7 @@ def weight_norm_section(
     runs: list[RunInfo], train_ann: Path | None, out_dir: Path
 ) -> list[Figure | Note]:
     """Per-class classifier weight norms of the fine-tuned detectors vs training frequency."""
-    have = [r for r in runs if (r.path / "model_final.safetensors").exists()]
+    have = [r for r in runs if RunDir(r.path).model_final.exists()]
     if not have:
         return [Note("no fine-tuning run has model_final.safetensors")]
     if train_ann is None:
@@ -152,7 +153,7 @@ def weight_norm_section(
     norms = {}
     for run in have:
         try:
-            norms[run.name] = norms_of(run.path / "model_final.safetensors")
+            norms[run.name] = norms_of(RunDir(run.path).model_final)
         except (OSError, ValueError, KeyError) as err:
             blocks.append(_failed(f"weight norms of {run.name}", err))
     if not norms:

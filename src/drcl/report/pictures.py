@@ -25,6 +25,7 @@ from drcl.data.groups import GROUP_COLORS, GROUP_NAMES
 from drcl.report.doc import Figure, Note
 from drcl.report.figures import _failed
 from drcl.report.runs import RunInfo, metrics_scale
+from drcl.utils.run_dir import RunDir
 
 GALLERY_IMAGES = 4
 GALLERY_SEED = 0
@@ -151,7 +152,7 @@ def gallery_section(
     runs: list[RunInfo], gt: Path | None, train_ann: Path | None, out_dir: Path
 ) -> list[Figure | Note]:
     """Ground truth and each run's detections on the same seeded choice of val images."""
-    have = [r for r in runs if (r.path / "eval" / "detections_bbox.json").exists()]
+    have = [r for r in runs if RunDir(r.path).detections().exists()]
     if not have:
         return [Note("no run has eval/detections_bbox.json")]
     if gt is None:
@@ -180,7 +181,7 @@ def _gallery(
                  for a in index.anns_by_image[i]] for i in ids]  # fmt: skip
     columns = {"ground truth": gt_boxes}
     for run in runs:
-        dets = _detections_by_image(run.path / "eval" / "detections_bbox.json", set(ids))
+        dets = _detections_by_image(RunDir(run.path).detections(), set(ids))
         columns[run.name] = [
             [(d["bbox"], f"{names.get(int(d['category_id']), d['category_id'])} "
               f"{float(d['score']):.2f}", groups.get(int(d["category_id"]))) for d in dets[i]]

@@ -19,7 +19,6 @@ does not exist (or holds none of the files above) is an error, raised before any
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,15 +28,26 @@ from typing import Any
 import yaml
 
 from drcl.utils.io import read_json
+from drcl.utils.run_dir import (
+    CONFIG,
+    COST,
+    EVAL,
+    METRICS,
+    MODEL_FINAL,
+    PRETRAINED,
+    PRETRAINED_INFO,
+    RunDir,
+    read_metrics,
+)
 
 RUN_MARKERS = (
-    "config.yaml",
-    "metrics.jsonl",
-    "eval",
-    "model_final.safetensors",
-    "pretrained.safetensors",
-    "pretrained.json",
-    "cost.json",
+    CONFIG,
+    METRICS,
+    EVAL,
+    MODEL_FINAL,
+    PRETRAINED,
+    PRETRAINED_INFO,
+    COST,
 )
 IOU_TYPES = ("bbox", "segm")
 
@@ -67,11 +77,10 @@ class RunInfo:
     @property
     def kind(self) -> str:
         """'pre-training', 'fine-tuning' or 'other' (from the files the run holds)."""
-        if (self.path / "pretrained.safetensors").exists() or (
-            self.path / "pretrained.json"
-        ).exists():
+        run = RunDir(self.path)
+        if run.pretrained.exists() or run.pretrained_info.exists():
             return "pre-training"
-        if (self.path / "model_final.safetensors").exists() or self.evals:
+        if RunDir(self.path).model_final.exists() or self.evals:
             return "fine-tuning"
         return "other"
 
@@ -127,24 +136,6 @@ def _slug(name: str, taken: set[str]) -> str:
     return slug
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a torn last line (killed run) is skipped, a bad middle one named."""
-    rows: list[dict[str, Any]] = []
-    lines = path.read_text().splitlines()
-    for k, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if k == len(lines):
-                break
-            raise ValueError(f"{path}: invalid JSON at line {k}: {err.msg}") from err
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
@@ -158,9 +149,10 @@ def _read_config(path: Path) -> dict[str, Any]:
 def load_run(name: str, path: Path, taken_slugs: set[str]) -> RunInfo:
     """Read what a run folder holds; unreadable files go to ``problems``, never raise."""
     run = RunInfo(name=name, path=path, slug=_slug(name, taken_slugs))
-    readers = [("config", path / "config.yaml", _read_config)]
-    readers.append(("metrics", path / "metrics.jsonl", _read_jsonl))
-    readers += [(t, path / "eval" / f"metrics_{t}.json", read_json) for t in IOU_TYPES]
+    files = RunDir(path)
+    readers = [("config", files.config, _read_config)]
+    readers.append(("metrics", files.metrics, read_metrics))
+    readers += [(t, files.eval_metrics(t), read_json) for t in IOU_TYPES]
     for what, file, reader in readers:
         if not file.exists():
             continue

@@ -7,6 +7,7 @@ accepts the same files and fails with the same messages:
   can never run code while loading), and unwraps the containers other tools write: a checkpoint
   dict with ``state_dict`` (mmdetection, Lightning), ``model`` (our trainer, detectron2) or
   ``module``, and a ``module.`` key prefix on every key (saved from a DDP wrapper).
+- :func:`save_state_dict` is the one writer of a safetensors weights file (atomic: tmp + rename).
 - :func:`load_into` copies the tensors whose key and shape match the model and returns a
   :class:`LoadReport` of loaded / missing / unexpected keys; a shape mismatch is always an error,
   missing or unexpected keys are one when ``strict``.
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CONTAINER_KEYS", "LoadReport", "load_into", "read_state_dict"]
+__all__ = ["CONTAINER_KEYS", "LoadReport", "load_into", "read_state_dict", "save_state_dict"]
 
 # Checked in this order; nested containers ({"model": {"state_dict": ...}}) unwrap repeatedly.
 CONTAINER_KEYS = ("state_dict", "model", "module")
@@ -69,6 +70,31 @@ def read_state_dict(path: str | os.PathLike, role: str = "weights file") -> dict
     if state and all(k.startswith(_DDP_PREFIX) for k in state):
         state = {k.removeprefix(_DDP_PREFIX): v for k, v in state.items()}
     return state
+
+
+def save_state_dict(
+    state: Mapping[str, Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state`` as a safetensors file, atomically (nothing half-written on failure).
+
+    Args:
+        state: ``{key: tensor}``; tensors are detached, moved to the CPU and made contiguous
+            (safetensors stores plain contiguous CPU buffers).
+        path: the file to write; its folder is created.
+        metadata: safetensors string metadata (e.g. ``{"format": "pt"}``); None writes none.
+
+    Returns:
+        ``path``.
+    """
+    from safetensors.torch import save_file
+
+    from drcl.utils.io import atomic_write
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = dict(metadata) if metadata is not None else None
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def _load_any(path: Path) -> object:

@@ -17,25 +17,23 @@ from drcl.ablation.curve import (
     pick_length,
 )
 from drcl.ablation.results import METRICS, _percent
-from drcl.config import Config, ConfigError
+from drcl.config import Config, ConfigError, derive_config
 from drcl.utils.io import atomic_write_json, atomic_write_text
+from drcl.utils.run_dir import EVAL, RunDir, metrics_name
 
 log = logging.getLogger(__name__)
 
 
 def _eval_config(ft: Config, curve: CurveConfig) -> Config:
-    from omegaconf import OmegaConf
-
-    ev = OmegaConf.merge(ft, {})
-    ev.data.val_ann, ev.data.val_images = curve.eval_ann, curve.eval_images
-    ev.model.weights = None  # the checkpoint holds every weight
-    return ev  # type: ignore[return-value]
+    """The fine-tuning config evaluated on the curve's split; the checkpoint holds every weight."""
+    changes = {"data.val_ann": curve.eval_ann, "data.val_images": curve.eval_images}
+    return derive_config(ft, {**changes, "model.weights": None})
 
 
 def _point(eval_dir: Path, iteration: int, ev: Config, ckpt: Path) -> dict[str, Any]:
     from drcl.finetune.runner import evaluate_checkpoint
 
-    metrics = eval_dir / "metrics_bbox.json"
+    metrics = eval_dir / metrics_name()
     if not metrics.is_file():
         evaluate_checkpoint(ev, ckpt, eval_dir, ["bbox"])
     m = json.loads(metrics.read_text())
@@ -80,9 +78,9 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
     ev = _eval_config(ft, cfg.curve)
     rows = []
     for i in points:
-        rows.append(_point(out / "eval" / f"{i:07d}", i, ev, ckpts[i]))
+        rows.append(_point(out / EVAL / f"{i:07d}", i, ev, ckpts[i]))
         log.info("curve: %d iterations: AP %s on %s", i, rows[-1]["AP"], cfg.curve.eval_ann)
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(RunDir(out).metrics, "".join(json.dumps(r) + "\n" for r in rows))
     result = {
         "row": cfg.baseline,
         "eval_ann": cfg.curve.eval_ann,

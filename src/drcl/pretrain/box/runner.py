@@ -1,14 +1,13 @@
-"""``drcl pretrain`` with ``pretrain.stage: box``: the box-domain stage after 2DRCL.
+"""``drcl pretrain`` with ``pretrain.stage: box``: the model of the box-domain stage after 2DRCL.
 
 The data path is the image stage's (DRB sampler, proposals, two views with box identity), the
-loop is the shared engine (logging, checkpoints, resume, ``cost.json``); only the model differs
+loop is the shared one of :func:`drcl.pretrain.runner.run_pretrain` (logging, checkpoints,
+resume, ``cost.json``), which builds the model here: only the model differs
 (:class:`~drcl.models.box_domain.BoxDomainModel`). The output, ``pretrained.safetensors``, holds
 backbone, FPN, RPN and box head in torchvision's layout, so ``drcl finetune --init`` loads them.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
@@ -47,12 +46,3 @@ def build_box_model(cfg: Config) -> BoxDomainModel:
 
         load_pretrained(online, cfg.pretrain.box.init)
     return BoxDomainModel(online, cfg.pretrain.box)
-
-
-def run_box_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
-    """Train the box-domain stage; writes ``work_dir/pretrained.safetensors`` and returns it."""
-    from drcl.pretrain.runner import train_and_export
-
-    return train_and_export(
-        cfg, work_dir, resume, build_box_model, {"stage": "box", "init": cfg.pretrain.box.init}
-    )

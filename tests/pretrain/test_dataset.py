@@ -1,0 +1,38 @@
+"""Pre-training samples: K boxes padded to a fixed shape, and the batch collation."""
+
+from __future__ import annotations
+
+import torch
+
+from drcl.pretrain.dataset import _pad, collate_views, draw_boxes
+from drcl.sampling.drb import DRBSample, select_boxes
+
+
+def test_pad_fills_to_k_with_zeros_and_false_and_truncates():
+    boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    out = _pad(boxes, 3, 4)
+    assert torch.equal(out, torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]]))
+    assert _pad(torch.tensor([True]), 3).tolist() == [True, False, False]
+    assert _pad(torch.tensor([3, 4, 5, 6]), 2).tolist() == [3, 4]  # more than K: first K
+    assert _pad(torch.zeros(0, 4), 2, 4).shape == (2, 4)  # no box at all
+
+
+def test_collate_views_stacks_every_key():
+    a = {"view1": torch.zeros(3, 4, 4), "alpha": torch.tensor(0.25, dtype=torch.float64)}
+    b = {"view1": torch.ones(3, 4, 4), "alpha": torch.tensor(0.5, dtype=torch.float64)}
+    out = collate_views([a, b])
+    assert out["view1"].shape == (2, 3, 4, 4) and out["view1"][1].eq(1).all()
+    assert out["alpha"].tolist() == [0.25, 0.5]
+
+
+def test_draw_boxes_is_the_samples_first_seeded_draw():
+    labels = torch.tensor([0, 1, 2, 2, 3, 1, 0, 2, 3, 3, 1, 2])
+    factors = torch.tensor([1.0, 4.0, 1.0, 2.0], dtype=torch.float64)
+    sample = DRBSample(index=5, alpha=0.7, seed=1234)
+    chosen, g = draw_boxes(labels, sample, 8, factors)
+    ref_g = torch.Generator().manual_seed(1234)
+    assert torch.equal(chosen, select_boxes(labels, 8, 0.7, factors, ref_g))
+    assert len(chosen) == 8 and len(set(chosen.tolist())) == 8
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=ref_g))  # continued
+    again, _ = draw_boxes(labels, sample, 8, factors)
+    assert torch.equal(again, chosen)
