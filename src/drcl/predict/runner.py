@@ -29,6 +29,7 @@ from drcl.detection.inference import (
     predict_batches,
 )
 from drcl.engine.distributed import resolve_device
+from drcl.engine.runtime import resolve_num_workers
 from drcl.predict.draw import draw_detections, drawing_names, save_png
 from drcl.predict.images import (
     Failure,
@@ -265,7 +266,7 @@ def run_predict(job: PredictJob) -> PredictResult:
     loader = torch.utils.data.DataLoader(
         ImageListDataset(job.items),
         batch_size=job.batch_size,
-        num_workers=job.cfg.data.num_workers,
+        num_workers=resolve_num_workers(job.cfg.data.num_workers, device),  # -1: for the machine
         collate_fn=collate_readable,
     )
     result, records, sizes = PredictResult(job.out), [], {}
