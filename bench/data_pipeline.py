@@ -21,7 +21,7 @@ from common import WORK, bench_overrides, emit, median
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 
 
 def throughput(size: int, images: int, reps: int = 3, depth: int = 18) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def throughput(size: int, images: int, reps: int = 3, depth: int = 18) -> dict[s
     cfg = load_config(None, bench_overrides(depth, size, 2))
     work = WORK / "data_pipeline"
     work.mkdir(parents=True, exist_ok=True)
-    data = build_pretrain_data(cfg, work, DistInfo())
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, work, DistInfo())
     data.sampler.set_epoch(0)
     samples = list(itertools.islice(iter(data.sampler), images * (reps + 1)))
     dataset = data.dataset

@@ -41,18 +41,20 @@ def _worker(rank: int, world: int, port: int, batch: int, steps: int, out: Any) 
 
     from drcl.config import load_config
     from drcl.engine.distributed import init_from_env, set_local_env
-    from drcl.pretrain.runner import build_drcl_model, build_pretrain_data
+    from drcl.pretrain.loop import build_pretrain_data
+    from drcl.pretrain.runner import build_drcl_model
 
     torch.set_num_threads(1)
     set_local_env(rank, world, port)
     info = init_from_env(torch.device("cpu"))
     cfg = load_config(None, bench_overrides(18, 128, batch * world, TINY))
-    data = build_pretrain_data(cfg, WORK / f"ddp_{world}_{rank}", info)
+    work = WORK / f"ddp_{world}_{rank}"
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, work, info)
     torch.manual_seed(0)
     model = build_drcl_model(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    stream = data.batches(0, 0.0)
+    stream = data.batches()
     batches = [next(stream) for _ in range(steps + 1)]
     for i, b in enumerate(batches):
         if i == 1:  # the first step is the warm-up

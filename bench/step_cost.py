@@ -45,7 +45,8 @@ from drcl.data.coco import CocoIndex
 from drcl.engine.distributed import DistInfo
 from drcl.finetune.runner import build_detector_from_config
 from drcl.models.drcl import LEVELS
-from drcl.pretrain.runner import build_drcl_model, build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
+from drcl.pretrain.runner import build_drcl_model
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -71,8 +72,8 @@ def first_batch(cfg) -> dict[str, torch.Tensor]:
     """One pre-training batch from the real data path (DRB sampler, two views, masking)."""
     work = WORK / "step_cost"
     work.mkdir(parents=True, exist_ok=True)
-    data = build_pretrain_data(cfg, work, DistInfo())
-    return next(data.batches(0, 0.0))
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, work, DistInfo())
+    return next(data.batches())
 
 
 def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:

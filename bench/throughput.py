@@ -67,9 +67,10 @@ def build_step(stage: str, extra: list[str], work: Path):
     info, device = DistInfo(), torch.device("cpu")
     torch.manual_seed(cfg.train.seed)
     if stage == "pretrain":
-        from drcl.pretrain.runner import build_drcl_model, build_pretrain_data
+        from drcl.pretrain.loop import build_pretrain_data
+        from drcl.pretrain.runner import build_drcl_model
 
-        data = build_pretrain_data(cfg, work, info)
+        data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, work, info)
         model = build_drcl_model(cfg)
     else:
         from drcl.finetune.runner import (
@@ -84,7 +85,7 @@ def build_step(stage: str, extra: list[str], work: Path):
     apply_runtime(cfg.train, model, data, device, info)
     threads = torch.get_num_threads()
     cpu_per_image = data_cost(data)
-    batch = data.to_device(next(data.batches(0, 0.0)), device)
+    batch = data.to_device(next(data.batches()), device)
     if cfg.train.channels_last:
         batch = runtime.batch_to_channels_last(batch)
     model.train()

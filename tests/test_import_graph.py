@@ -213,12 +213,7 @@ ROOT_CONFIG_READERS = {
     },
     "predict/runner.py": {"from_config"},
     "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
-    "pretrain/runner.py": {
-        "build_pretrain_data",
-        "run_pretrain",
-        "train_and_export",
-        "build_drcl_model",
-    },
+    "pretrain/runner.py": {"run_pretrain", "build_drcl_model"},
     "proposals/runner.py": {"detector_config", "run_detector_proposals", "run_proposals"},
 }
 

@@ -19,7 +19,7 @@ from drcl.analysis.runner import simulate_box_composition
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
 from drcl.pretrain.box_composition import BoxCompositionHook, label_groups
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 from drcl.report.figures import box_composition_section
 
 GROUPS = ["", "r", "c", "f"]
@@ -50,8 +50,8 @@ def test_simulation_replays_the_training_box_selection(tiny_overrides, tmp_path)
     cfg = load_config(None, over)
     rows = simulate_box_composition(cfg, tmp_path / "sim", interval=1)
     assert [r["iter"] for r in rows] == [1, 2, 3]
-    data = build_pretrain_data(cfg, tmp_path / "run", DistInfo())
-    batches = data.batches(0, 0.0)
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path / "run", DistInfo())
+    batches = data.batches()
     groups = label_groups(data.dataset.images.index)
     hook = BoxCompositionHook(groups)  # what the training run registers on its trainer
     for row in rows:

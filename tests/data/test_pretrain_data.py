@@ -2,17 +2,17 @@ import torch
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 
 
-def _first_batches(data, n, epoch=0):
-    it = data.batches(epoch, 0.0)
+def _first_batches(data, n):
+    it = data.batches()
     return [next(it) for _ in range(n)], it
 
 
 def test_batch_layout(tiny_overrides, tmp_path):
     cfg = load_config(None, tiny_overrides)
-    data = build_pretrain_data(cfg, tmp_path, DistInfo())
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())
     (batch,), _ = _first_batches(data, 1)
     b, k, s = 4, cfg.pretrain.lcl.boxes_per_image, cfg.pretrain.views.size
     assert (
@@ -31,18 +31,19 @@ def test_batch_layout(tiny_overrides, tmp_path):
 
 def test_stream_is_deterministic_and_resumes_exactly(tiny_overrides, tmp_path):
     cfg = load_config(None, tiny_overrides)
-    a = build_pretrain_data(cfg, tmp_path / "a", DistInfo())
+    a = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path / "a", DistInfo())
     ref, _ = _first_batches(a, 5)
-    b = build_pretrain_data(cfg, tmp_path / "b", DistInfo())
+    b = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path / "b", DistInfo())
     got, _ = _first_batches(b, 3)
     for x, y in zip(ref[:3], got, strict=True):
         for key in x:
             assert torch.equal(x[key], y[key]), key
     state = b.state_dict()
     assert state["consumed"] == 3 * 4
-    c = build_pretrain_data(cfg, tmp_path / "c", DistInfo())
+    c = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path / "c", DistInfo())
     c.load_state_dict(state)
-    it = c.batches(0, 0.7)  # the progress given at resume must not change the epoch's alpha
+    assert c.position == 3
+    it = c.batches()
     for want in ref[3:]:
         have = next(it)
         for key in want:
@@ -54,4 +55,4 @@ def test_missing_image_folder_fails_before_training(tiny_overrides, tmp_path):
     import pytest
 
     with pytest.raises(FileNotFoundError, match="data.train_images"):
-        build_pretrain_data(cfg, tmp_path, DistInfo())
+        build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())

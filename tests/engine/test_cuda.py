@@ -32,7 +32,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from drcl.config import load_config  # noqa: E402
 from drcl.engine import distributed as dist  # noqa: E402
-from drcl.pretrain.runner import build_drcl_model, build_pretrain_data  # noqa: E402
+from drcl.pretrain.loop import build_pretrain_data
+from drcl.pretrain.runner import build_drcl_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 _needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -47,8 +48,8 @@ AMP_TOL = {torch.bfloat16: (5e-2, 1e-2, 0.8), torch.float16: (1e-2, 5e-3, 0.98)}
 
 
 def _batch(cfg, tmp_path: Path, device: str = "cuda") -> dict[str, torch.Tensor]:
-    data = build_pretrain_data(cfg, tmp_path, dist.DistInfo())
-    return {k: v.to(device) for k, v in next(data.batches(0, 0.0)).items()}
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, dist.DistInfo())
+    return {k: v.to(device) for k, v in next(data.batches()).items()}
 
 
 def _loss_and_grad(model, batch, dtype):
@@ -172,13 +173,13 @@ def test_drb_loader_with_8_pinned_workers_keeps_the_gpu_fed(tiny_overrides, tmp_
     over += ["data.num_workers=8", "train.batch_size=8", "train.device=cuda"]
     over += ["model.depth=50", "model.norm=frozen_bn", "pretrain.views.size=224"]
     cfg = load_config(None, over)
-    data = build_pretrain_data(cfg, tmp_path, dist.DistInfo())
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, dist.DistInfo())
     assert data.pin_memory
     torch.manual_seed(0)
     model = build_drcl_model(cfg).cuda().train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     wait = busy = 0.0
-    batches = data.batches(0, 0.0)
+    batches = data.batches()
     for i in range(9):
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -203,4 +204,6 @@ def test_drb_loader_with_8_pinned_workers_keeps_the_gpu_fed(tiny_overrides, tmp_
 def test_batches_are_pinned_only_for_cuda_runs(tiny_overrides, tmp_path):
     """Runs everywhere (no GPU needed): a CPU run does not pin (pinning needs CUDA)."""
     cfg = load_config(None, [*tiny_overrides, "train.device=cpu"])
-    assert not build_pretrain_data(cfg, tmp_path, dist.DistInfo()).pin_memory
+    assert not build_pretrain_data(
+        cfg.data, cfg.train, cfg.pretrain, tmp_path, dist.DistInfo()
+    ).pin_memory

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo, set_local_env
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 
 # LCL couples the samples of a batch through its gathered negatives; it is off here so that the
 # single-process reference (one pass per half batch) is exact. The gather itself is tested in
@@ -50,8 +50,8 @@ def test_ddp_gradients_equal_single_process_mean(tiny_overrides, tmp_path):
 
     overrides = [*tiny_overrides, *NO_LCL]
     cfg = load_config(None, overrides)
-    data = build_pretrain_data(cfg, tmp_path, DistInfo())
-    batch = next(data.batches(0, 0.0))
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())
+    batch = next(data.batches())
     mp.spawn(_grad_worker, args=(2, _free_port(), overrides, batch, str(tmp_path)), nprocs=2)
 
     torch.manual_seed(0)

@@ -1,27 +1,37 @@
-"""SamplerEpochData: batches of a sampler epoch, the batch's alpha, skipped images, resume."""
+"""SamplerEpochData: an endless stream over sampler epochs that owns the run's position (the
+trainer's iteration), the alpha of the schedule, skipped images and resume."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from drcl.engine.epoch_data import SamplerEpochData
+from drcl.engine.schedule import Schedule
+from drcl.utils.errors import NoBatchError
 
 
 class Sampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch that resumes after ``consumed`` samples (as DRB's)."""
+    """A seeded permutation per epoch that resumes after ``consumed`` samples (as DRB's); its
+    alpha is the progress it was given when an epoch began (as the epoch-list DRB sampler)."""
 
     def __init__(self, n: int) -> None:
         self.n, self.epoch, self.alpha, self.start = n, 0, 0.0, 0
+        self.progress_seen: list[float] = []
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = epoch, 0
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = epoch
 
     def set_progress(self, progress: float) -> None:
         self.alpha = progress
+        self.progress_seen.append(progress)
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch))
-        return iter(order[self.start :].tolist())
+        start, self.start = self.start, 0
+        return iter(order[start:].tolist())
 
     def __len__(self) -> int:
         return self.n - self.start
@@ -34,53 +44,100 @@ class Sampler(torch.utils.data.Sampler):
 
 
 class Data(torch.utils.data.Dataset):
+    def __init__(self, n: int = 10) -> None:
+        self.n = n
+
     def __len__(self) -> int:
-        return 10
+        return self.n
 
     def __getitem__(self, i: int) -> dict:
         skipped = i if i == 3 else -1  # image 3 was unreadable and replaced
-        return {
-            "x": torch.tensor(i),
-            "skipped_id": torch.tensor(skipped),
-            "alpha": torch.tensor(0.25),
-        }
+        return {"x": torch.tensor(i), "skipped_id": torch.tensor(skipped)}
 
 
 def _collate(samples: list[dict]) -> dict:
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def _data() -> SamplerEpochData:
-    return SamplerEpochData(
-        Data(), Sampler(10), batch_per_rank=3, iters_per_epoch=3, collate_fn=_collate
-    )
+def _linear(p: float) -> float:
+    return p
 
 
-def test_an_epoch_gives_full_batches_its_alpha_and_the_skipped_images():
+def _data(n=10, max_iters=8, accumulate=1, alpha_per="iteration", alpha=_linear):
+    schedule = Schedule(max_iters, 3, accumulate, alpha, alpha_per)
+    return SamplerEpochData(Data(n), Sampler(n), 3, schedule, _collate)
+
+
+def _take(stream, k: int) -> list[list[int]]:
+    return [next(stream)["x"].tolist() for _ in range(k)]
+
+
+def _order(epoch: int) -> list[int]:
+    return torch.randperm(10, generator=torch.Generator().manual_seed(epoch)).tolist()
+
+
+def test_the_stream_goes_through_epochs_and_notes_skipped_images():
     data = _data()
-    batches = list(data.batches(epoch=1, progress=0.5))
-    assert len(batches) == 3  # 10 samples, batch 3: the last partial batch is dropped
-    assert all(set(b) == {"x"} for b in batches)  # alpha and skipped_id are taken out
-    seen = torch.cat([b["x"] for b in batches]).tolist()
-    order = torch.randperm(10, generator=torch.Generator().manual_seed(1)).tolist()
-    assert seen == order[:9]
-    logs = data.logs()
-    assert logs["alpha"] == 0.25  # the alpha the batch was drawn with, not the sampler's 0.5
-    assert logs.get("skipped_images") == (1 if 3 in seen else None)
+    stream = data.batches()
+    got = _take(stream, 6)  # 10 samples, batch 3: 3 full batches an epoch, the rest dropped
+    assert sum(got[:3], []) == _order(0)[:9] and sum(got[3:], []) == _order(1)[:9]
+    assert (data.position, data.iteration, data.sampler.epoch) == (6, 6, 1)
+    assert data.logs()["skipped_images"] == 1  # image 3 was in both epochs
 
 
-def test_state_dict_resumes_inside_an_epoch():
-    full = [b["x"].tolist() for b in _data().batches(0, 0.0)]
+def test_logged_alpha_is_the_schedules_of_the_last_batchs_iteration():
+    # accumulate 2: micro-batches 0,1 -> iteration 0, 2,3 -> iteration 1, ...; max_iters 5:
+    # alpha(g) = g / (5 - 1) with the linear curve
+    data = _data(max_iters=5, accumulate=2)
+    stream = data.batches()
+    alphas = []
+    for _ in range(6):
+        next(stream)
+        alphas.append(data.logs()["alpha"])
+    assert alphas == [0.0, 0.0, 0.25, 0.25, 0.5, 0.5]
+    assert data.iteration == 3
+
+
+def test_epoch_mode_fixes_alpha_at_each_epochs_first_iteration():
+    data = _data(max_iters=8, alpha_per="epoch")
+    stream = data.batches()
+    _take(stream, 4)  # epoch 0 (iterations 0-2), then epoch 1 begins at iteration 3
+    assert data.sampler.progress_seen == [0.0, 3 / 8]
+    assert data.logs()["alpha"] == 3 / 8
+
+
+def test_no_alpha_is_logged_without_an_alpha_schedule():
+    data = _data(alpha=None)
+    next(data.batches())
+    assert "alpha" not in data.logs()
+
+
+def test_state_dict_resumes_inside_an_epoch_and_into_the_next():
+    full = _take(_data().batches(), 5)
     first = _data()
-    stream = first.batches(0, 0.0)
-    next(stream)
+    stream = first.batches()
+    _take(stream, 1)
     state = first.state_dict()
-    assert state == {"epoch": 0, "consumed": 3}
+    assert state == {"epoch": 0, "consumed": 3, "position": 1}
     second = _data()
     second.load_state_dict(state)
-    rest = [b["x"].tolist() for b in second.batches(0, 0.0)]
-    assert rest == full[1:]
-    # another epoch than the restored one starts at its beginning
-    third = _data()
-    third.load_state_dict(state)
-    assert len(list(third.batches(1, 0.0))) == 3
+    assert second.iteration == 1
+    assert _take(second.batches(), 4) == full[1:]
+
+
+def test_a_restored_epoch_that_is_used_up_continues_with_the_next():
+    first = _data()
+    _take(first.batches(), 3)  # the whole of epoch 0
+    second = _data()
+    second.load_state_dict(first.state_dict())
+    assert sum(_take(second.batches(), 3), []) == _order(1)[:9]
+
+
+def test_an_empty_training_set_is_a_no_batch_error():
+    with pytest.raises(NoBatchError, match="produced no batch"):
+        next(_data(n=2).batches())  # 2 samples < batch 3: drop_last leaves nothing
+
+
+def test_a_state_without_position_is_refused():
+    with pytest.raises(ValueError, match="no 'position'"):
+        _data().load_state_dict({"epoch": 0, "consumed": 3})

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from drcl.cli.main import main
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 from drcl.sampling.drb import DynamicRebalancingSampler, alpha_at
 from drcl.utils.run_dir import read_metrics
 
@@ -63,9 +63,11 @@ def test_mid_epoch_resume_with_per_iteration_alpha_is_exact(tiny_overrides, tmp_
 
 def test_epoch_mode_keeps_one_alpha_per_sampler_epoch(tiny_overrides, tmp_path):
     over = [*tiny_overrides, "train.max_iters=3", "pretrain.drb.alpha_update=epoch"]
-    data = build_pretrain_data(load_config(None, over), tmp_path, DistInfo())
+    cfg = load_config(None, over)
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())
     assert isinstance(data.sampler, DynamicRebalancingSampler)
-    it = data.batches(0, 0.5)  # progress 0.5 at the epoch start fixes alpha for the epoch
+    assert data.schedule.alpha_per == "epoch"
+    it = data.batches()  # the epoch begins at iteration 0: alpha(0 / 3) for all its batches
     for _ in range(3):
         next(it)
-        assert data.logs()["alpha"] == alpha_at(0.5, "cosine")
+        assert data.logs()["alpha"] == alpha_at(0.0, "cosine") == data.sampler.alpha

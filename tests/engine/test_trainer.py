@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 
@@ -39,13 +40,13 @@ def test_resume_is_bit_for_bit(tmp_path):
     full = make_trainer(tmp_path / "a", max_iters=12)
     full.fit()
     part = make_trainer(tmp_path / "b", max_iters=12)
-    part.max_iters = 7  # "interrupted" after 7 iterations (checkpoint at 6)
+    part.schedule = dataclasses.replace(part.schedule, max_iters=7)  # "interrupted" after 7
     part.fit()
     for p in ckpt.list_checkpoints(tmp_path / "b"):
         if p.name.endswith("7.pt"):
             p.unlink()  # the run died before its 7th-iteration checkpoint
     resumed = make_trainer(tmp_path / "b", max_iters=12)
-    assert resumed.resume() and resumed.progress.iteration == 6
+    assert resumed.resume() and resumed.iteration == 6
     resumed.fit()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
@@ -61,7 +62,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
     tr = make_trainer(tmp_path, max_iters=12)
     with caplog.at_level("WARNING", logger="drcl"):
         assert tr.resume()
-    assert tr.progress.iteration == 6
+    assert tr.iteration == 6
     assert "checksum missing or wrong" in caplog.text
 
 

@@ -48,9 +48,9 @@ def test_resume_into_another_model_shape_is_a_checkpoint_error(tmp_path):
 
 
 class _NoBatches:
-    iters_per_epoch = 1
+    iters_per_epoch, position = 1, 0
 
-    def batches(self, epoch, progress):
+    def batches(self):
         return iter(())
 
     def state_dict(self):
@@ -69,7 +69,7 @@ class _NoBatches:
 def test_no_batch_is_a_user_error(tmp_path):
     trainer = make_trainer(tmp_path, max_iters=2)
     trainer.data = _NoBatches()
-    with pytest.raises(NoBatchError, match="produced no batch") as info:
+    with pytest.raises(NoBatchError, match="ended after 0 batches") as info:
         trainer.fit()
     assert "data.on_error=skip" in info.value.hint
     assert isinstance(info.value, RuntimeError)  # callers catching RuntimeError still do

@@ -6,37 +6,35 @@ import torch
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.engine.schedule import build_optimizer, build_scheduler
-from drcl.engine.trainer import Trainer
+from drcl.engine.schedule import Schedule, build_optimizer
+from drcl.engine.setup import standard_hooks
+from drcl.engine.trainer import RunEnv, Trainer
 
 
 class ToyData:
-    def __init__(self, n: int = 24, batch: int = 4, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
+    """Shuffled epochs of a fixed regression set; owns its position like SamplerEpochData."""
+
+    def __init__(self, schedule: Schedule, n: int = 24, batch: int = 4):
+        g = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, 3, generator=g)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(n, generator=g)
-        self.batch = batch
-        self.iters_per_epoch = n // batch
-        self.epoch, self.consumed = -1, 0  # like SamplerEpochData: the data owns its position
-        self.restored = False
+        self.batch, self.schedule = batch, schedule
+        self.iters_per_epoch = schedule.iters_per_epoch
+        self.position = 0  # micro-batches handed to the loop (the trainer's iteration)
 
-    def batches(self, epoch, progress):
-        if not (self.restored and self.epoch == epoch):
-            self.epoch, self.consumed = epoch, 0
-        self.restored = False
-        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
-        while self.consumed < self.iters_per_epoch:
-            b = self.consumed
+    def batches(self):
+        while True:
+            epoch, b = divmod(self.position, self.iters_per_epoch)
+            order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
             idx = order[b * self.batch : (b + 1) * self.batch]
-            self.consumed += 1
+            self.position += 1
             yield self.x[idx], self.y[idx]
 
     def state_dict(self):
-        return {"epoch": self.epoch, "consumed": self.consumed}
+        return {"position": self.position}
 
     def load_state_dict(self, state):
-        self.epoch, self.consumed = state["epoch"], state["consumed"]
-        self.restored = True
+        self.position = state["position"]
 
     def to_device(self, batch, device):
         return batch
@@ -61,7 +59,8 @@ class ToyModel(torch.nn.Module):
         return {"loss": loss, "loss_mse": loss}
 
 
-def make_trainer(work_dir, max_iters=12, overrides=(), poison_at=None):
+def make_trainer(work_dir, max_iters=12, overrides=(), poison_at=None, hooks=None):
+    """The toy run with the standard hooks (cost, checkpoints) unless ``hooks`` is given."""
     cfg = load_config(
         None,
         [
@@ -77,15 +76,8 @@ def make_trainer(work_dir, max_iters=12, overrides=(), poison_at=None):
     torch.manual_seed(0)
     model = ToyModel(poison_at)
     opt = build_optimizer([{"params": model.parameters()}], cfg.train, cfg.train.lr, 1e-4)
-    sched = build_scheduler(opt, max_iters, cfg.train)
-    return Trainer(
-        model,
-        opt,
-        sched,
-        ToyData(),
-        cfg.train,
-        work_dir,
-        max_iters,
-        torch.device("cpu"),
-        DistInfo(),
-    )
+    schedule = Schedule(max_iters, 6, cfg.train.accumulate)
+    env = RunEnv(torch.device("cpu"), DistInfo(), work_dir)
+    if hooks is None:
+        hooks = standard_hooks(cfg.train, schedule, env)
+    return Trainer(model, opt, ToyData(schedule), schedule, hooks, cfg=cfg.train, env=env)

@@ -12,7 +12,8 @@ import torch
 
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
-from drcl.engine.trainer import Trainer
+from drcl.engine.schedule import Schedule
+from drcl.engine.trainer import RunEnv, Trainer
 from drcl.losses.sigmoid_longtail import EqualizedFocalLoss
 
 C, ANCHORS = 4, 12
@@ -29,10 +30,12 @@ class ListData:
     """The given batches, in order, once (``iters_per_epoch`` of them)."""
 
     def __init__(self, batches: list[dict]):
-        self.items, self.iters_per_epoch = batches, len(batches)
+        self.items, self.iters_per_epoch, self.position = batches, len(batches), 0
 
-    def batches(self, epoch, progress):
-        yield from self.items
+    def batches(self):
+        for item in self.items:
+            self.position += 1
+            yield item
 
     def to_device(self, batch, device):
         return batch
@@ -79,10 +82,9 @@ def _run(tmp_path, name, batches, scaler=None, fp16_logits=False, accumulate=1):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     iters = len(batches) // accumulate
-    trainer = Trainer(
-        model, opt, sched, ListData(batches), cfg, tmp_path / name, iters, torch.device("cpu"),
-        DistInfo(),
-    )  # fmt: skip
+    schedule = Schedule(iters, len(batches), accumulate)
+    env = RunEnv(torch.device("cpu"), DistInfo(), tmp_path / name)
+    trainer = Trainer(model, opt, ListData(batches), schedule, cfg=cfg, env=env, lr_scheduler=sched)
     if scaler is not None:
         trainer.scaler = scaler
     trainer.fit()

@@ -8,7 +8,7 @@ from drcl.cli.main import main
 from drcl.config import load_config
 from drcl.data.coco import CocoIndex
 from drcl.engine.distributed import DistInfo
-from drcl.pretrain.runner import build_pretrain_data
+from drcl.pretrain.loop import build_pretrain_data
 from drcl.proposals.core import gt_proposals, label_by_overlap, load_proposals
 
 GT = {
@@ -85,8 +85,8 @@ def test_images_without_proposals_still_feed_hcl_ar_sr(tiny_overrides, tiny_demo
     cfg = load_config(
         None, [*tiny_overrides, "pretrain.proposals.source=file", f"pretrain.proposals.file={path}"]
     )
-    data = build_pretrain_data(cfg, tmp_path, DistInfo())
-    batches = [b for _, b in zip(range(6), data.batches(0, 0.0), strict=False)]  # the first 6
+    data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())
+    batches = [b for _, b in zip(range(6), data.batches(), strict=False)]  # the first 6
     per_image = torch.cat([b["box_valid"].any(1) for b in batches])
     assert (~per_image).any() and per_image.any()  # some images with no box at all
     from drcl.pretrain.runner import build_drcl_model
@@ -155,7 +155,7 @@ def test_proposals_file_ignored_with_source_gt_is_warned_about(tiny_overrides, t
     assert main(["proposals", "configs/pretrain/demo.yaml", "--out", str(out), *over]) == 0
     err = capsys.readouterr().err
     assert "mine.json is not read: pretrain.proposals.source=gt" in err
-    from drcl.pretrain.runner import resolve_proposals
+    from drcl.pretrain.loop import resolve_proposals
 
     cfg = load_config("configs/pretrain/demo.yaml", over)
     resolve_proposals(cfg.pretrain.proposals, CocoIndex.from_file(cfg.data.train_ann), tmp_path)

@@ -8,17 +8,29 @@ import numpy as np
 import pytest
 
 from drcl.config.schema import DRBConfig
-from drcl.sampling.drb import RepeatFactors, alpha_at
+from drcl.engine.schedule import Schedule
+from drcl.sampling.drb import RepeatFactors, alpha_at, alpha_curve
 from drcl.sampling.progressive import ProgressiveDRBSampler
 
 IMG = np.array([1.0, 1.0, 2.0, 4.0, 1.0, 0.0])
 INST = np.array([1.0, 3.0, 1.0, 6.0, 1.0, 2.0])
 
 
-def make(**kw) -> ProgressiveDRBSampler:
-    args = {"batch_per_rank": 2, "max_iters": 12, "iters_per_epoch": 5, "seed": 3}
-    args.update(kw)
-    return ProgressiveDRBSampler(IMG, INST, **args)
+def schedule(max_iters=12, iters_per_epoch=5, accumulate=1, **drb) -> Schedule:
+    """The run's schedule with the alpha curve of ``pretrain.drb`` (``DRBConfig`` fields)."""
+    return Schedule(max_iters, iters_per_epoch, accumulate, alpha_curve(DRBConfig(**drb)))
+
+
+def make(batch_per_rank=2, seed=3, num_replicas=1, rank=0, **sched) -> ProgressiveDRBSampler:
+    return ProgressiveDRBSampler(
+        IMG,
+        INST,
+        batch_per_rank=batch_per_rank,
+        schedule=schedule(**sched),
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
 
 
 def alphas_per_batch(s: ProgressiveDRBSampler, epochs: int) -> list[float]:
@@ -64,10 +76,7 @@ def test_empirical_frequencies_match_weights() -> None:
         IMG,
         INST,
         batch_per_rank=500,
-        max_iters=40,
-        iters_per_epoch=40,
-        schedule="none",
-        alpha_start=0.4,
+        schedule=schedule(40, 40, schedule="none", alpha_start=0.4),
     )
     counts = np.bincount([x.index for x in s], minlength=len(IMG))
     w = s.weights(0.4)
@@ -107,18 +116,17 @@ def test_resume_mid_epoch_continues_exactly(consumed: int) -> None:
     resumed.load_state_dict(state)
     resumed.set_epoch(1)
     assert head + list(resumed) == want
-    assert resumed.alpha == want[-1].alpha
 
 
 def test_bad_input_and_wrong_checkpoint_kind() -> None:
     with pytest.raises(ValueError, match="equal length"):
-        ProgressiveDRBSampler(
-            np.ones(3), np.ones(4), batch_per_rank=1, max_iters=1, iters_per_epoch=1
-        )
+        ProgressiveDRBSampler(np.ones(3), np.ones(4), batch_per_rank=1, schedule=schedule())
     with pytest.raises(ValueError, match="max_iters"):
         make(max_iters=0)
     with pytest.raises(ValueError, match="unknown schedule"):
         make(schedule="bogus")
+    with pytest.raises(ValueError, match="alpha per iteration"):
+        ProgressiveDRBSampler(IMG, batch_per_rank=1, schedule=Schedule(3, 3))
     with pytest.raises(ValueError, match="alpha_update=epoch"):
         make().load_state_dict({"seed": 3, "epoch": 0, "consumed": 0})
     state = make().state_dict()
@@ -129,6 +137,6 @@ def test_bad_input_and_wrong_checkpoint_kind() -> None:
 def test_from_config_disabled_is_uniform() -> None:
     f = RepeatFactors(IMG, INST, np.ones(3), np.ones(3))
     off = ProgressiveDRBSampler.from_config(
-        f, DRBConfig(enabled=False), batch_per_rank=1, max_iters=3, iters_per_epoch=3
+        f, DRBConfig(enabled=False), batch_per_rank=1, schedule=schedule(3, 3)
     )
     assert off.image_factors.tolist() == off.instance_factors.tolist() == [1.0] * 6

@@ -266,44 +266,26 @@ def simulate_box_composition(
         one row per interval: ``iter`` (last iteration of the interval), ``alpha`` (of that
         iteration) and the :func:`~drcl.pretrain.box_composition.composition` keys.
     """
-    import torch
-
-    from drcl.data.coco import CocoIndex
     from drcl.engine.distributed import DistInfo
-    from drcl.engine.schedule import total_iters
-    from drcl.engine.trainer import iters_per_epoch
     from drcl.pretrain.box_composition import BoxCompositionMeter, label_groups
-    from drcl.pretrain.dataset import draw_boxes
-    from drcl.pretrain.runner import build_drb_sampler, drb_factors, resolve_proposals
+    from drcl.pretrain.loop import build_pretrain_data
 
-    index = CocoIndex.from_file(cfg.data.train_ann)
-    factors = drb_factors(cfg.pretrain.drb, index)
-    proposals = resolve_proposals(cfg.pretrain.proposals, index, Path(work_dir))
-    batch, k = cfg.train.batch_size, cfg.pretrain.lcl.boxes_per_image
-    ipe = iters_per_epoch(len(index.image_ids), batch)
-    sampler = build_drb_sampler(cfg.pretrain.drb, cfg.train, factors, batch, ipe, DistInfo())
-    max_iters = total_iters(cfg.train, ipe)
-    class_factors = torch.as_tensor(
-        factors.class_instance if cfg.pretrain.drb.enabled else np.ones(index.num_classes + 1)
+    # the training stream itself, without images: the same sampler, schedule and box draws
+    data = build_pretrain_data(
+        cfg.data, cfg.train, cfg.pretrain, Path(work_dir), DistInfo(), labels_only=True
     )
     interval = interval or cfg.train.log_every
-    meter, rows, done, epoch = BoxCompositionMeter(label_groups(index)), [], 0, 0
-    empty = torch.zeros(0, dtype=torch.int64)
-    while done < max_iters:
-        sampler.set_progress(done / max_iters)  # the epoch-list sampler reads it per epoch
-        sampler.set_epoch(epoch)
-        for pos, sample in enumerate(sampler):
-            labels = proposals.get(index.image_ids[sample.index], (None, empty))[1]
-            labels = torch.as_tensor(labels, dtype=torch.int64)
-            meter.update(labels[draw_boxes(labels, sample, k, class_factors)[0]])
-            if (pos + 1) % batch:
-                continue
-            done += 1
-            if done % interval == 0 or done == max_iters:
-                rows.append({"iter": done, "alpha": sample.alpha, **meter.summary()})
-            if done == max_iters:
-                break
-        epoch += 1
+    meter = BoxCompositionMeter(label_groups(data.dataset.index))
+    rows, max_iters = [], data.schedule.max_iters
+    for batch in data.batches():
+        meter.update(batch.labels)
+        if data.position % data.schedule.accumulate:
+            continue
+        done = data.iteration
+        if done % interval == 0 or done == max_iters:
+            rows.append({"iter": done, "alpha": data.alpha(), **meter.summary()})
+        if done == max_iters:
+            break
     return rows
 
 

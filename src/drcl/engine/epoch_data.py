@@ -1,8 +1,9 @@
 """Epoch data for the :class:`~drcl.engine.trainer.Trainer`: a sampler, a dataset, a DataLoader.
 
-The object's own ``state_dict`` (the sampler's epoch, seed and samples consumed) is the one
-source of truth for where the stream stands; the trainer saves and restores it with each
-checkpoint and never tells it what to skip.
+The object's own ``state_dict`` (the sampler's epoch, seed and samples consumed, and the
+micro-batches handed to the loop) is the one record of where the run stands: the trainer's
+iteration is derived from it (:attr:`SamplerEpochData.position`), so there is no second copy of
+the epoch or the iteration to reconcile on resume.
 """
 
 from __future__ import annotations
@@ -12,20 +13,27 @@ from typing import Any
 
 import torch
 
+from drcl.engine.schedule import Schedule
+from drcl.utils.errors import NoBatchError
+
 
 class SamplerEpochData:
-    """Feeds the :class:`~drcl.engine.trainer.Trainer` from a sampler, one epoch at a time.
+    """Feeds the :class:`~drcl.engine.trainer.Trainer` from a sampler, epoch after epoch.
 
     Counts the batches handed to the loop, so its ``state_dict`` says exactly where the stream
     stands even though DataLoader workers prefetch ahead; after ``load_state_dict`` the next
     ``batches`` call continues that epoch where it stopped.
 
     Args:
-        dataset: indexed by what ``sampler`` yields; its samples carry ``skipped_id``.
-        sampler: a :class:`~drcl.sampling.drb.DynamicRebalancingSampler` (``set_epoch``,
-            ``set_progress``, ``state_dict(consumed=)``, ``load_state_dict``, ``alpha``).
+        dataset: indexed by what ``sampler`` yields; a batch says which images it replaced
+            (``skipped_ids``, or a ``skipped_id`` tensor in a dict batch).
+        sampler: a :class:`~drcl.sampling.drb.DynamicRebalancingSampler` or
+            :class:`~drcl.sampling.progressive.ProgressiveDRBSampler` (``set_epoch``,
+            ``state_dict(consumed=)``, ``load_state_dict``; ``set_progress`` and ``alpha`` with
+            ``schedule.alpha_per == "epoch"``).
         batch_per_rank: samples per batch on this process.
-        iters_per_epoch: nominal batches per epoch (sizes the schedule and checkpoints).
+        schedule: the run's :class:`~drcl.engine.schedule.Schedule`, shared with the sampler and
+            the trainer (``iters_per_epoch`` sizes checkpoints; its alpha is logged).
         collate_fn: list of samples -> batch.
         num_workers: DataLoader workers.
         pin_memory: page-locked batches, so that copies to a GPU run asynchronously
@@ -37,29 +45,57 @@ class SamplerEpochData:
         dataset: torch.utils.data.Dataset,
         sampler: Any,
         batch_per_rank: int,
-        iters_per_epoch: int,
+        schedule: Schedule,
         collate_fn: Callable[[list[Any]], Any],
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
-        self.dataset, self.sampler = dataset, sampler
+        self.dataset, self.sampler, self.schedule = dataset, sampler, schedule
         self.pin_memory = pin_memory
-        self.batch, self.iters_per_epoch = batch_per_rank, iters_per_epoch
+        self.batch, self.iters_per_epoch = batch_per_rank, schedule.iters_per_epoch
         self.num_workers, self.collate_fn = num_workers, collate_fn
-        self._consumed = 0
-        self._restored = False
+        self.position = 0  # micro-batches handed to the loop since the run began
+        self._consumed = 0  # of them, in the sampler's current epoch
+        self._started = False  # an epoch is under way (restored, or begun by batches())
         self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
-        self._batch_alpha: float | None = None  # alpha the last consumed batch was drawn with
 
-    def batches(self, epoch: int, progress: float) -> Iterator[Any]:
-        """Batches of sampler epoch ``epoch`` (training ``progress`` in [0, 1] sets DRB's
-        alpha); a restored position is continued, any other epoch starts at its beginning."""
-        if not (self._restored and self.sampler.epoch == epoch):
-            self.sampler.set_progress(progress)
-            self.sampler.set_epoch(epoch)
-            self._consumed = 0
-        self._restored = False
-        loader = torch.utils.data.DataLoader(
+    @property
+    def iteration(self) -> int:
+        """Optimizer steps done: ``position // accumulate`` (the trainer's iteration)."""
+        return self.schedule.iteration_of(self.position)
+
+    def batches(self) -> Iterator[Any]:
+        """Endless batches on this rank, epoch after epoch, from the current position.
+
+        Raises:
+            NoBatchError: a newly begun epoch gives no batch (an empty training set).
+        """
+        while True:
+            continued = self._started  # a restored epoch may be used up already
+            if not continued:
+                self._begin_epoch(0)
+            produced = False
+            for batch in self._loader():
+                produced = True
+                self._consumed += 1
+                self.position += 1
+                yield self._note_skips(batch)
+            if not produced and not continued:
+                raise NoBatchError(
+                    "the training data produced no batch",
+                    hint="is the training set empty, or was every image skipped "
+                    "(data.on_error=skip)? run `drcl data check` on data.train_ann",
+                )
+            self._begin_epoch(self.sampler.epoch + 1)
+
+    def _begin_epoch(self, epoch: int) -> None:
+        if self.schedule.alpha_per == "epoch":  # the epoch-list sampler fixes alpha now
+            self.sampler.set_progress(self.schedule.progress(self.iteration))
+        self.sampler.set_epoch(epoch)
+        self._consumed, self._started = 0, True
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
             self.dataset,
             batch_size=self.batch,
             sampler=self.sampler,
@@ -68,27 +104,35 @@ class SamplerEpochData:
             drop_last=True,
             pin_memory=self.pin_memory,
         )
-        for batch in loader:
-            self._consumed += 1
-            yield self._note_skips(batch)
 
     def _note_skips(self, batch: Any) -> Any:
-        alpha = batch.pop("alpha", None)
-        if alpha is not None:  # one value per batch: all its samples share an iteration
-            self._batch_alpha = float(alpha[0])
-        ids = batch.pop("skipped_id")
-        self.skipped_ids.update(int(i) for i in ids.tolist() if i >= 0)
+        if isinstance(batch, dict):
+            ids = batch.pop("skipped_id").tolist()
+        else:
+            ids = batch.skipped_ids
+        self.skipped_ids.update(int(i) for i in ids if i >= 0)
         return batch
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         if isinstance(batch, dict):
             return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if hasattr(batch, "to"):
+            return batch.to(device, non_blocking=True)
         return batch
 
+    def alpha(self) -> float | None:
+        """The alpha the last batch handed to the loop was drawn with (None: no alpha)."""
+        s = self.schedule
+        if s.alpha_per == "epoch":
+            return float(self.sampler.alpha)  # fixed when the epoch began
+        if s.alpha is None:
+            return None
+        # workers may prefetch ahead: the batch's iteration, not the sampler's, decides
+        return s.alpha_of_iteration(s.iteration_of(max(self.position - 1, 0)))
+
     def logs(self) -> dict[str, float]:
-        # the alpha the last batch handed to the loop was drawn with (workers may prefetch ahead)
-        alpha = self.sampler.alpha if self._batch_alpha is None else self._batch_alpha
-        out = {"alpha": float(alpha)}
+        alpha = self.alpha()
+        out = {} if alpha is None else {"alpha": alpha}
         if self.skipped_ids:
             out["skipped_images"] = len(self.skipped_ids)
         return out
@@ -104,9 +148,17 @@ class SamplerEpochData:
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict(consumed=self._consumed * self.batch)
+        state = self.sampler.state_dict(consumed=self._consumed * self.batch)
+        return {**state, "position": self.position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` stood; a state of before ``position`` was recorded cannot
+        say where the run stands and is refused."""
+        if "position" not in state:
+            raise ValueError(
+                "data state: no 'position' (a checkpoint of an older drcl); start a new run"
+            )
         self.sampler.load_state_dict(state)
         self._consumed = int(state["consumed"]) // self.batch
-        self._restored = True
+        self.position = int(state["position"])
+        self._started = True

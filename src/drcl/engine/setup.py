@@ -4,6 +4,7 @@ stage runners (``drcl.pretrain.runner``, ``drcl.finetune.runner``) read the root
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +13,22 @@ import torch
 from drcl.config.schema import TrainConfig
 from drcl.engine import distributed as dist
 from drcl.engine import runtime
-from drcl.engine.schedule import build_optimizer, build_scheduler, total_iters
-from drcl.engine.trainer import EpochData, Trainer, seed_everything
+from drcl.engine.cost import CostMeter
+from drcl.engine.epoch_data import SamplerEpochData
+from drcl.engine.hooks import CheckpointHook, CostHook, HookBase
+from drcl.engine.schedule import Schedule, build_optimizer
+from drcl.engine.trainer import EpochData, RunEnv, Trainer, seed_everything
 from drcl.utils.io import ensure_writable_dir
 
 
-def start_run(train: TrainConfig, work_dir: str | Path) -> tuple[torch.device, dist.DistInfo, Path]:
+def start_run(train: TrainConfig, work_dir: str | Path) -> RunEnv:
     """Resolve the device, join the process group (torchrun), check the work dir is writable
-    and seed — before any data or model is built."""
+    and seed — before any data or model is built. Unpacks as ``device, info, work_dir``."""
     device = dist.resolve_device(train.device)
     info = dist.init_from_env(device)
     work_dir = ensure_writable_dir(work_dir)
     seed_everything(train.seed, train.deterministic)
-    return device, info, work_dir
+    return RunEnv(device, info, work_dir)
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device, sync_bn: bool) -> torch.nn.Module:
@@ -59,10 +63,25 @@ def apply_runtime(
         runtime.compile_encoders(model)
 
 
+def standard_hooks(
+    train: TrainConfig, schedule: Schedule, env: RunEnv, cost_info: dict[str, Any] | None = None
+) -> list[HookBase]:
+    """The engine's hooks of every run, to register after the method's: ``cost.json``
+    (:class:`CostHook`) and checkpoints (:class:`CheckpointHook`, last, so that a checkpoint holds
+    the step's EMA update), every ``train.checkpoint_every`` iterations (0: every epoch's worth).
+
+    ``cost_info`` goes into the run's ``cost.json`` (``stage``, ``init``: the weights it started
+    from, so that ``drcl report`` can add up the cost of a chain of stages)."""
+    every = train.checkpoint_every or schedule.iters_per_epoch
+    images_per_step = int(train.batch_size) * int(train.accumulate)
+    meter = CostMeter(env.device, env.dist.world_size, images_per_step, cost_info)
+    return [CostHook(meter, every), CheckpointHook(every, train.keep_checkpoints)]
+
+
 def make_trainer(
     train: TrainConfig,
     model: torch.nn.Module,
-    data: EpochData,
+    data: SamplerEpochData,
     work_dir: Path,
     device: torch.device,
     info: dist.DistInfo,
@@ -71,26 +90,22 @@ def make_trainer(
     sync_bn: bool = False,
     state_module: torch.nn.Module | None = None,
     cost_info: dict[str, Any] | None = None,
+    hooks: Sequence[HookBase] = (),
 ) -> Trainer:
     """SGD/AdamW over the trainable parameters of ``model``, warmup + step/cosine schedule over
-    ``train.max_iters`` (or ``train.epochs`` epochs of ``data``), and the engine.
-
-    ``cost_info`` goes into the run's ``cost.json`` (``stage``, ``init``: the weights it started
-    from, so that ``drcl report`` can add up the cost of a chain of stages)."""
+    ``data.schedule``, and the engine with ``hooks`` (the method's: EMA, probes), then the
+    :func:`standard_hooks` (cost with ``cost_info``, checkpoints)."""
     apply_runtime(train, model, data, device, info)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer([{"params": params}], train, lr, weight_decay)
-    max_iters = total_iters(train, data.iters_per_epoch)
+    env = RunEnv(device, info, work_dir)
     return Trainer(
         wrap_ddp(model, device, sync_bn),
         optimizer,
-        build_scheduler(optimizer, max_iters, train),
         data,
-        train,
-        work_dir,
-        max_iters,
-        device,
-        info,
+        data.schedule,
+        [*hooks, *standard_hooks(train, data.schedule, env, cost_info)],
+        cfg=train,
+        env=env,
         state_module=state_module,
-        cost_info=cost_info,
     )

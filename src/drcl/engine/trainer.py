@@ -17,19 +17,18 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from drcl.config.schema import TrainConfig
 from drcl.engine import checkpoint as ckpt
-from drcl.engine.cost import CostMeter
 from drcl.engine.distributed import DistInfo, all_reduce_mean
 from drcl.engine.hooks import HookBase
 from drcl.engine.logging import MetricLogger
 from drcl.engine.runtime import batch_to_channels_last
+from drcl.engine.schedule import Schedule, build_scheduler
 from drcl.utils.errors import NoBatchError
 from drcl.utils.io import ensure_writable_dir
 from drcl.utils.run_dir import RunDir, read_metrics
@@ -44,15 +43,17 @@ class NonFiniteLossError(FloatingPointError):
 class EpochData(Protocol):
     """What the engine needs from the data side.
 
-    The data object owns its position in the stream: ``state_dict`` says where it stands,
-    ``load_state_dict`` puts it back, and the next ``batches`` call continues from there. The
-    trainer checkpoints that state and never tells the data what to skip.
+    The data object owns the run's position: ``position`` counts the micro-batches it handed to
+    the loop, ``state_dict`` says where its stream stands, ``load_state_dict`` puts it back, and
+    ``batches()`` continues from there, epoch after epoch. The trainer's iteration is derived
+    from ``position`` (:meth:`Schedule.iteration_of`); it never tells the data what to skip.
     """
 
     iters_per_epoch: int
+    position: int
 
-    def batches(self, epoch: int, progress: float) -> Iterator[Any]:
-        """Batches of sampler epoch ``epoch`` on this rank (from a restored position if any)."""
+    def batches(self) -> Iterator[Any]:
+        """Endless batches on this rank, from the current position."""
 
     def to_device(self, batch: Any, device: torch.device) -> Any: ...
 
@@ -64,10 +65,12 @@ class EpochData(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-@dataclass
-class Progress:
-    iteration: int = 0
-    epoch: int = 0
+class RunEnv(NamedTuple):
+    """Where and on what a run trains (:func:`drcl.engine.setup.start_run`)."""
+
+    device: torch.device
+    dist: DistInfo
+    work_dir: Path
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -79,57 +82,65 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 class Trainer:
-    """Runs the loop: AMP, accumulation, clipping, non-finite checks, logs, checkpoints, resume.
+    """Runs the loop: AMP, accumulation, clipping, non-finite checks, logs, resume; what happens
+    around a step (checkpoints, cost, EMA, probes) is hooks (:mod:`drcl.engine.hooks`).
 
     Args:
         model: module to train (may be DDP-wrapped); ``forward(batch) -> dict`` of losses.
-        optimizer, scheduler: built by the caller (scheduler steps once per optimizer step).
-        data: an :class:`EpochData`; its state is checkpointed under ``extra/data``.
-        train_cfg: the ``train`` section of the config.
-        work_dir: where checkpoints and logs go.
-        max_iters: optimizer steps to run.
-        extra_state: more objects with ``state_dict``/``load_state_dict`` saved in checkpoints.
+        optimizer: built by the caller.
+        data: an :class:`EpochData`; its state, saved in checkpoints, is the run's position.
+        schedule: the run's :class:`~drcl.engine.schedule.Schedule` (the data's too).
+        hooks: registered in this order (more with :meth:`register_hooks`).
+        cfg: the ``train`` section (amp, accumulation, clipping, logging, ``nonfinite``).
+        env: device, process group and work dir.
+        lr_scheduler: steps once per optimizer step; default: warmup + ``train.schedule`` over
+            ``schedule.max_iters`` (:func:`~drcl.engine.schedule.build_scheduler`).
         state_module: the module whose ``state_dict`` checkpoints hold under ``"model"``
             (default: the unwrapped ``model``); fine-tuning passes the bare detector so that a
             checkpoint has torchvision's own keys.
-        cost_info: extra fields for ``cost.json`` (``stage``, ``init``; see
-            :mod:`drcl.engine.cost`).
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
         data: EpochData,
-        train_cfg: TrainConfig,
-        work_dir: str | Path,
-        max_iters: int,
-        device: torch.device,
-        dist: DistInfo,
-        extra_state: dict[str, Any] | None = None,
+        schedule: Schedule,
+        hooks: Sequence[HookBase] = (),
+        *,
+        cfg: TrainConfig,
+        env: RunEnv,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         state_module: torch.nn.Module | None = None,
-        cost_info: dict[str, Any] | None = None,
     ):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.data, self.cfg = data, train_cfg
-        self.work_dir = ensure_writable_dir(work_dir)
-        self.max_iters, self.device, self.dist = max_iters, device, dist
+        if cfg.accumulate != schedule.accumulate:
+            raise ValueError(
+                f"train.accumulate = {cfg.accumulate}, the schedule's {schedule.accumulate}"
+            )
+        self.model, self.optimizer, self.data, self.schedule = model, optimizer, data, schedule
+        self.cfg, self.env = cfg, RunEnv(env.device, env.dist, ensure_writable_dir(env.work_dir))
+        self.work_dir, self.device = self.env.work_dir, env.device
+        self.scheduler = lr_scheduler or build_scheduler(optimizer, schedule.max_iters, cfg)
         self.hooks: list[HookBase] = []
-        self.extra_state = {"data": data, **(extra_state or {})}
+        self.register_hooks(hooks)
         self.state_module = state_module
-        self.progress = Progress()
         self.skipped_steps = 0
-        self.resumed = False
-        use_fp16 = train_cfg.amp == "fp16" and device.type == "cuda"
+        use_fp16 = cfg.amp == "fp16" and env.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
-        images_per_step = int(train_cfg.batch_size) * int(train_cfg.accumulate)
-        self.cost = CostMeter(device, dist.world_size, images_per_step, cost_info)
         # modules that collect gradient statistics in backward hooks (EFL) must see unscaled
         # gradients of applied steps only: they stage per step and get the scale afterwards
         self._grad_stats = [m for m in model.modules() if hasattr(m, "end_grad_step")]
         for m in self._grad_stats:
             m.defer_grad_stats()
+
+    @property
+    def iteration(self) -> int:
+        """Optimizer steps done, from the data's position (the one record of it)."""
+        return self.schedule.iteration_of(self.data.position)
+
+    @property
+    def max_iters(self) -> int:
+        return self.schedule.max_iters
 
     # ---- checkpoints -------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
@@ -138,84 +149,73 @@ class Trainer:
         return getattr(self.model, "module", self.model)
 
     def state_dict(self) -> dict[str, Any]:
-        p = self.progress
         return {
             "model": self._unwrapped().state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "progress": {"iteration": p.iteration, "epoch": p.epoch},
+            "iteration": self.iteration,  # a check: the data's position decides
             "skipped_steps": self.skipped_steps,
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
-            "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
-            "cost": self.cost.state_dict(),
+            "data": self.data.state_dict(),
+            "hooks": {h.state_key: h.state_dict() for h in self.hooks if h.state_key},
         }
 
     def load_state_dict(self, state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Restore ``state`` (read from ``path``, named in errors).
+
+        Raises:
+            ValueError: the checkpoint's iteration disagrees with its data position (e.g. it
+                was written with another ``train.accumulate``), or it lacks a part.
+        """
+        missing = [k for k in ("iteration", "data", "hooks") if k not in state]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)} (a checkpoint of an older drcl); start a new "
+                "--work-dir"
+            )
         ckpt.load_into(self._unwrapped(), state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        p = state["progress"]
-        self.progress = Progress(p["iteration"], p["epoch"])
+        self.data.load_state_dict(state["data"])
+        if self.iteration != state["iteration"]:
+            raise ValueError(
+                f"{path}: saved at iteration {state['iteration']}, but its data position "
+                f"({self.data.position} micro-batches, train.accumulate={self.schedule.accumulate})"
+                f" is iteration {self.iteration}; resume with the run's own train.accumulate"
+            )
         self.skipped_steps = state.get("skipped_steps", 0)
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate((3, tuple(state["rng"]["python"]), None))
-        for k, v in self.extra_state.items():
-            v.load_state_dict(state["extra"][k])
-        self.cost.load_state_dict(state.get("cost", {}))
+        for h in self.hooks:
+            if h.state_key:
+                h.load_state_dict(state["hooks"].get(h.state_key, {}))
 
     def resume(self) -> bool:
-        """Load the newest good checkpoint; returns False when there is none."""
+        """Load the newest good checkpoint; returns False when there is none. Call after the
+        hooks with state are registered."""
         path = ckpt.latest_good_checkpoint(self.work_dir)
         if path is None:
             return False
         self.load_state_dict(ckpt.load_state(path, map_location=self.device), path)
-        self.resumed = True
-        _truncate_metrics(RunDir(self.work_dir).metrics, self.progress.iteration)
-        if self.dist.is_main:
-            log.info("resumed from %s at iteration %d", path, self.progress.iteration)
+        _truncate_metrics(RunDir(self.work_dir).metrics, self.iteration)
+        if self.env.dist.is_main:
+            log.info("resumed from %s at iteration %d", path, self.iteration)
         return True
 
-    def save(self) -> None:
-        if self.dist.is_main:
-            ckpt.save_checkpoint(
-                self.state_dict(), self.work_dir, self.progress.iteration, self.cfg.keep_checkpoints
-            )
-            self.cost.write(self.work_dir, self.progress.iteration)
-
     # ---- the loop ----------------------------------------------------------------------
-    def _batch_stream(self) -> Iterator[Any]:
-        """Endless batches; counts sampler epochs (the data knows its place inside one)."""
-        p = self.progress
-        # a restored epoch may have been used up already; a fresh one must give a batch
-        fresh = not self.resumed
-        while True:
-            produced = False
-            frac = p.iteration / max(self.max_iters, 1)
-            for batch in self.data.batches(p.epoch, frac):
-                produced = True
-                yield batch
-            if not produced and fresh:
-                raise NoBatchError(
-                    "the training data produced no batch",
-                    hint="is the training set empty, or was every image skipped "
-                    "(data.on_error=skip)? run `drcl data check` on data.train_ann",
-                )
-            p.epoch += 1
-            fresh = True
-
     def _autocast(self):
         if self.cfg.amp == "none" or self.device.type != "cuda":
             return nullcontext()
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return torch.autocast("cuda", dtype=dtype)
 
-    def _check_finite(self, losses: dict[str, torch.Tensor]) -> bool:
+    def _check_finite(self, losses: dict[str, torch.Tensor], iteration: int) -> bool:
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
         if not bad:
             return True
-        msg = f"iteration {self.progress.iteration}: non-finite loss term(s) {', '.join(bad)}"
+        msg = f"iteration {iteration}: non-finite loss term(s) {', '.join(bad)}"
         if self.cfg.nonfinite == "skip":
             self.skipped_steps += 1
             log.warning("warning: %s; step skipped (%d so far)", msg, self.skipped_steps)
@@ -226,11 +226,18 @@ class Trainer:
         """One optimizer step over ``accumulate`` micro-batches; returns scalar logs."""
         t0 = time.perf_counter()
         data_time, sums, ok = 0.0, {}, True
+        it = self.iteration  # the step's own number, before its batches move the position
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.scaler.get_scale() if self._grad_stats else 1.0
         for _ in range(self.cfg.accumulate):
             td = time.perf_counter()
-            batch = next(stream)
+            batch = next(stream, None)
+            if batch is None:  # an EpochData stream is endless; one that ends is broken
+                raise NoBatchError(
+                    f"the training data ended after {self.data.position} batches",
+                    hint="is the training set empty, or was every image skipped "
+                    "(data.on_error=skip)? run `drcl data check` on data.train_ann",
+                )
             for hook in self.hooks:
                 hook.on_batch(batch)
             batch = self.data.to_device(batch, self.device)
@@ -239,7 +246,7 @@ class Trainer:
             data_time += time.perf_counter() - td
             with self._autocast():
                 losses = self.model(batch)
-            ok = self._check_finite(losses) and ok
+            ok = self._check_finite(losses, it) and ok
             if ok:
                 self.scaler.scale(losses["loss"] / self.cfg.accumulate).backward()
             for k, v in losses.items():
@@ -265,11 +272,13 @@ class Trainer:
 
     def register_hooks(self, hooks: Sequence[HookBase]) -> None:
         """Add hooks (:mod:`drcl.engine.hooks`), called in registration order."""
-        self.hooks.extend(hooks)
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
 
-    def fit(self) -> Progress:
-        """Train until ``max_iters``; checkpoints every ``checkpoint_every`` iterations (or every
-        epoch's worth of iterations) and at the end. Calls the hooks around it."""
+    def fit(self) -> int:
+        """Train until ``schedule.max_iters``; returns the iteration reached. Calls the hooks
+        around it (checkpoints are :class:`~drcl.engine.hooks.CheckpointHook`'s)."""
         try:
             for hook in self.hooks:
                 hook.before_train()
@@ -278,33 +287,28 @@ class Trainer:
             for hook in self.hooks:
                 hook.after_train()
 
-    def _fit(self) -> Progress:
-        logger = MetricLogger(
-            self.work_dir, self.max_iters, self.progress.iteration, self.dist.is_main
-        )
-        every = self.cfg.checkpoint_every or self.data.iters_per_epoch
-        stream = self._batch_stream()
+    def _fit(self) -> int:
+        max_iters, is_main = self.schedule.max_iters, self.env.dist.is_main
+        logger = MetricLogger(self.work_dir, max_iters, self.iteration, is_main)
+        stream = self.data.batches()
         self.model.train()
-        self.cost.start(self.progress.iteration)
         try:
-            while self.progress.iteration < self.max_iters:
+            while self.iteration < max_iters:
                 logs = self._step(stream)
-                self.progress.iteration += 1
-                it = self.progress.iteration
-                for hook in self.hooks:
-                    hook.after_step(it, it / self.max_iters)
+                it = self.iteration
                 logger.step()
-                if it % self.cfg.log_every == 0 or it == self.max_iters:
-                    self._log(logger, logs)
-                if it % every == 0 or it == self.max_iters:
-                    self.save()
+                if it % self.cfg.log_every == 0 or it == max_iters:
+                    self._log(logger, logs, it)
+                for hook in self.hooks:
+                    hook.after_step(it, self.schedule.progress(it))
         finally:
             logger.close()
-        return self.progress
+        return self.iteration
 
-    def _log(self, logger: MetricLogger, logs: dict[str, float]) -> None:
-        logs = all_reduce_mean(logs, self.device) if self.dist.world_size > 1 else logs
-        record = {"iter": self.progress.iteration, "lr": self.optimizer.param_groups[0]["lr"]}
+    def _log(self, logger: MetricLogger, logs: dict[str, float], iteration: int) -> None:
+        dist = self.env.dist
+        logs = all_reduce_mean(logs, self.device) if dist.world_size > 1 else logs
+        record = {"iter": iteration, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update(logs)
         record.update(self.data.logs())
         for hook in self.hooks:

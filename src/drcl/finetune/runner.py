@@ -29,7 +29,7 @@ from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset, collate
 from drcl.detection.data import DetectionEpochData, FlipDataset
 from drcl.engine import distributed as dist
-from drcl.engine.schedule import scaled_lr
+from drcl.engine.schedule import Schedule, scaled_lr
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
@@ -85,8 +85,9 @@ def build_finetune_data(cfg: Config, info: dist.DistInfo) -> tuple[DetectionEpoc
     )
     per_rank = cfg.train.batch_size // info.world_size
     ipe = iters_per_epoch(len(images), cfg.train.batch_size)
+    schedule = Schedule.from_train(cfg.train, ipe)
     data = DetectionEpochData(
-        FlipDataset(images), sampler, per_rank, ipe, collate, cfg.data.num_workers
+        FlipDataset(images), sampler, per_rank, schedule, collate, cfg.data.num_workers
     )
     return data, index
 

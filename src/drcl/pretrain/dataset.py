@@ -7,6 +7,9 @@ whatever the number of DataLoader workers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -69,8 +72,51 @@ class PretrainDataset(torch.utils.data.Dataset):
             "masked_view1": apply_patch_mask(v1.image, pixels),
             "clean_view1": v1.clean,  # AR target: view 1 before photometric augmentation
             "skipped_id": torch.tensor(skipped),
-            "alpha": torch.tensor(float(sample.alpha), dtype=torch.float64),
         }
+
+
+@dataclass
+class DrawnLabels:
+    """A batch of :class:`BoxDrawDataset`: the labels of the boxes its samples drew.
+
+    Attributes:
+        labels: (n,) int64, the drawn boxes of all samples, in order (0 = unknown class).
+        skipped_ids: images replaced under ``data.on_error=skip`` (none: no image is read).
+    """
+
+    labels: torch.Tensor
+    skipped_ids: tuple[int, ...] = ()
+
+
+class BoxDrawDataset(torch.utils.data.Dataset):
+    """The K boxes each sample of the pre-training stream draws, without reading its image:
+    the first draw of the sample's generator, as :class:`PretrainDataset` (:func:`draw_boxes`).
+
+    Args:
+        index: the training annotations (:class:`~drcl.data.coco.CocoIndex`).
+        proposals: ``{image_id: (boxes, labels)}`` as for :class:`PretrainDataset`.
+        class_factors: (C + 1,) instance-level class repeat factors r_c.
+        boxes_per_image: K.
+    """
+
+    def __init__(
+        self, index: Any, proposals: Proposals, class_factors: np.ndarray, boxes_per_image: int
+    ):
+        self.index, self.proposals, self.k = index, proposals, boxes_per_image
+        self.image_ids = list(index.image_ids)
+        self.class_factors = torch.as_tensor(class_factors, dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, sample: DRBSample) -> torch.Tensor:
+        _, labels = self.proposals.get(self.image_ids[int(sample.index)], _EMPTY)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        return labels[draw_boxes(labels, sample, self.k, self.class_factors)[0]]
+
+
+def collate_draws(samples: list[torch.Tensor]) -> DrawnLabels:
+    return DrawnLabels(torch.cat(samples))
 
 
 def draw_boxes(

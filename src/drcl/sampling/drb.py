@@ -24,8 +24,9 @@ Labels are the detection convention: contiguous ``1..C``; ``0`` or ``-1`` means 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -206,6 +207,19 @@ def alpha_at(
         return start
     raise ValueError(
         f"pretrain.drb.schedule: unknown schedule {schedule!r}, allowed: {ALPHA_SCHEDULES}"
+    )
+
+
+def alpha_curve(cfg: DRBConfig) -> Callable[[float], float]:
+    """``p -> alpha(p)`` of ``pretrain.drb`` (:func:`alpha_at`), for the run's schedule
+    (:class:`drcl.engine.schedule.Schedule`); raises ValueError on an unknown schedule."""
+    alpha_at(0.0, cfg.schedule)
+    return functools.partial(
+        alpha_at,
+        schedule=cfg.schedule,
+        start=cfg.alpha_start,
+        end=cfg.alpha_end,
+        step_at=cfg.step_at,
     )
 
 

@@ -4,7 +4,8 @@ The epoch-list sampler (:class:`~drcl.sampling.drb.DynamicRebalancingSampler`) f
 epoch's list is built, so a cosine schedule becomes a staircase of one value per sampler epoch.
 Here every (micro-)batch is drawn with the alpha of its own optimizer iteration ``g``:
 
-* ``alpha_g = alpha(p_g)``, ``p_g = g / (max_iters - 1)`` so the last iteration uses ``alpha_end``;
+* ``alpha_g = alpha(p_g)``, ``p_g = g / (max_iters - 1)`` so the last iteration uses ``alpha_end``
+  (:meth:`drcl.engine.schedule.Schedule.alpha_of_iteration`: the schedule the trainer shares);
 * each image of the batch is drawn i.i.d. with ``P(i) ∝ w_i(alpha_g)``,
   ``w_i(a) = (1 - a) r_i^img + a r_i^inst``.
 
@@ -28,7 +29,8 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from drcl.config.schema import DRBConfig
-from drcl.sampling.drb import DRBSample, RepeatFactors, alpha_at
+from drcl.engine.schedule import Schedule
+from drcl.sampling.drb import DRBSample, RepeatFactors
 
 
 class ProgressiveDRBSampler(Sampler):
@@ -38,10 +40,10 @@ class ProgressiveDRBSampler(Sampler):
         image_factors: (N,) ``r_i^img``.
         instance_factors: (N,) ``r_i^inst`` (default: ``image_factors``).
         batch_per_rank: images per micro-batch on one rank.
-        max_iters: optimizer steps of the whole run (the schedule's length).
-        iters_per_epoch: micro-batches per sampler epoch.
-        accumulate: micro-batches per optimizer step (gradient accumulation).
-        seed, schedule, alpha_start, alpha_end, step_at: as ``pretrain.drb``.
+        schedule: the run's :class:`~drcl.engine.schedule.Schedule` (``max_iters``,
+            ``iters_per_epoch`` micro-batches per sampler epoch, ``accumulate``, the alpha curve
+            of ``pretrain.drb``: :func:`~drcl.sampling.drb.alpha_curve`).
+        seed: as ``train.seed``.
         num_replicas, rank: DDP sharding; rank ``r`` takes positions ``r::R`` of each global batch.
     """
 
@@ -51,37 +53,34 @@ class ProgressiveDRBSampler(Sampler):
         instance_factors: np.ndarray | None = None,
         *,
         batch_per_rank: int,
-        max_iters: int,
-        iters_per_epoch: int,
-        accumulate: int = 1,
+        schedule: Schedule,
         seed: int = 0,
-        schedule: str = "cosine",
-        alpha_start: float = 0.0,
-        alpha_end: float = 1.0,
-        step_at: float = 0.5,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
         img = np.asarray(image_factors, dtype=np.float64)
         inst = img if instance_factors is None else np.asarray(instance_factors, np.float64)
-        _validate(img, inst, batch_per_rank, max_iters, iters_per_epoch, accumulate)
-        alpha_at(0.0, schedule)  # raises on an unknown schedule
+        _validate(img, inst, batch_per_rank)
+        if schedule.alpha is None or schedule.alpha_per != "iteration":
+            raise ValueError("ProgressiveDRBSampler: needs a schedule with an alpha per iteration")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} / num_replicas {num_replicas}: need 0 <= rank < n")
         self.image_factors, self.instance_factors = img, inst
         self._cdf_img, self._cdf_inst = np.cumsum(img), np.cumsum(inst)
-        self.batch, self.max_iters, self.ipe = batch_per_rank, max_iters, iters_per_epoch
-        self.accumulate, self.seed = accumulate, int(seed)
-        self.schedule, self.alpha_start, self.alpha_end = schedule, alpha_start, alpha_end
-        self.step_at, self.num_replicas, self.rank = step_at, num_replicas, rank
+        self.batch, self.schedule, self.seed = batch_per_rank, schedule, int(seed)
+        self.ipe = schedule.iters_per_epoch
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch, self._skip, self._yielded = 0, 0, 0
-        self._last_alpha = self.alpha_of_iteration(0)
 
     # -- schedule -------------------------------------------------------------------------------
-    def alpha_of_iteration(self, iteration: int) -> float:
-        """``alpha(g / (max_iters - 1))`` for optimizer iteration ``g`` (0-based)."""
-        progress = iteration / max(self.max_iters - 1, 1)
-        return alpha_at(progress, self.schedule, self.alpha_start, self.alpha_end, self.step_at)
+    @property
+    def max_iters(self) -> int:
+        """Optimizer steps of the run (the schedule's)."""
+        return self.schedule.max_iters
+
+    def alpha_of_micro_batch(self, micro_batch: int) -> float:
+        """The alpha of global micro-batch ``m``: that of its optimizer iteration (schedule)."""
+        return self.schedule.alpha_of_iteration(self.schedule.iteration_of(micro_batch))
 
     def mixture_weight(self, alpha: float) -> float:
         """``q``: probability that a draw comes from the instance-level distribution."""
@@ -92,14 +91,6 @@ class ProgressiveDRBSampler(Sampler):
         """(N,) ``w_i(alpha)``; the draw probabilities are these divided by their sum."""
         return (1.0 - alpha) * self.image_factors + alpha * self.instance_factors
 
-    @property
-    def alpha(self) -> float:
-        """alpha of the last micro-batch yielded (of iteration 0 before any)."""
-        return self._last_alpha
-
-    def set_progress(self, progress: float) -> None:
-        """Unused: alpha comes from each batch's own iteration (kept for the epoch interface)."""
-
     def set_epoch(self, epoch: int) -> None:
         """Start sampler epoch ``epoch`` (the same epoch again keeps its resume position)."""
         if int(epoch) != self.epoch:
@@ -109,7 +100,7 @@ class ProgressiveDRBSampler(Sampler):
     # -- drawing --------------------------------------------------------------------------------
     def draw_global_batch(self, micro_batch: int) -> tuple[np.ndarray, np.ndarray, float]:
         """The global micro-batch ``m``: ``(indices (B*R,), sample seeds (B*R,), alpha)``."""
-        alpha = self.alpha_of_iteration(micro_batch // self.accumulate)
+        alpha = self.alpha_of_micro_batch(micro_batch)
         n = self.batch * self.num_replicas
         rng = np.random.default_rng([self.seed, int(micro_batch)])
         from_inst = rng.random(n) < self.mixture_weight(alpha)
@@ -138,7 +129,6 @@ class ProgressiveDRBSampler(Sampler):
                 offset:
             ]:
                 self._yielded += 1
-                self._last_alpha = alpha
                 yield DRBSample(i, alpha, s)
             offset = 0
         self._skip = 0
@@ -150,7 +140,6 @@ class ProgressiveDRBSampler(Sampler):
             "kind": "progressive",
             "seed": self.seed,
             "epoch": self.epoch,
-            "alpha": self.alpha,
             "consumed": self._yielded if consumed is None else int(consumed),
             "num_replicas": self.num_replicas,
             "num_images": len(self.image_factors),
@@ -173,29 +162,23 @@ class ProgressiveDRBSampler(Sampler):
                 )
         self.epoch = int(state["epoch"])
         self._skip = self._yielded = int(state["consumed"])
-        self._last_alpha = float(state["alpha"])
 
     @classmethod
     def from_config(
         cls, factors: RepeatFactors, cfg: DRBConfig, **kwargs: Any
     ) -> ProgressiveDRBSampler:
-        """Build from :class:`RepeatFactors` and ``pretrain.drb``; ``enabled: false`` gives
-        uniform sampling (all factors 1)."""
+        """Build from :class:`RepeatFactors` and ``pretrain.drb`` (the alpha curve is the
+        schedule's, :func:`~drcl.sampling.drb.alpha_curve`); ``enabled: false`` gives uniform
+        sampling (all factors 1)."""
         ones = np.ones_like(factors.image)
         return cls(
             factors.image if cfg.enabled else ones,
             factors.instance if cfg.enabled else ones,
-            schedule=cfg.schedule,
-            alpha_start=cfg.alpha_start,
-            alpha_end=cfg.alpha_end,
-            step_at=cfg.step_at,
             **kwargs,
         )
 
 
-def _validate(
-    img: np.ndarray, inst: np.ndarray, batch: int, max_iters: int, ipe: int, accumulate: int
-) -> None:
+def _validate(img: np.ndarray, inst: np.ndarray, batch: int) -> None:
     """Raise ValueError naming the argument that is wrong."""
     if img.ndim != 1 or img.shape != inst.shape or len(img) == 0:
         raise ValueError(
@@ -204,11 +187,5 @@ def _validate(
         )
     if min(img.min(), inst.min()) < 0 or img.sum() <= 0 or inst.sum() <= 0:
         raise ValueError("ProgressiveDRBSampler: repeat factors must be >= 0 with a positive sum")
-    for name, value in (
-        ("batch_per_rank", batch),
-        ("max_iters", max_iters),
-        ("iters_per_epoch", ipe),
-        ("accumulate", accumulate),
-    ):
-        if value < 1:
-            raise ValueError(f"ProgressiveDRBSampler: {name} must be >= 1, got {value}")
+    if batch < 1:
+        raise ValueError(f"ProgressiveDRBSampler: batch_per_rank must be >= 1, got {batch}")

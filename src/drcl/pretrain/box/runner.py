@@ -1,8 +1,9 @@
 """``drcl pretrain`` with ``pretrain.stage: box``: the model of the box-domain stage after 2DRCL.
 
 The data path is the image stage's (DRB sampler, proposals, two views with box identity), the
-loop is the shared one of :func:`drcl.pretrain.runner.run_pretrain` (logging, checkpoints,
-resume, ``cost.json``), which builds the model here: only the model differs
+loop is the shared one of :mod:`drcl.pretrain.loop` (logging, checkpoints, resume,
+``cost.json``); :func:`drcl.pretrain.runner.run_pretrain` runs it with the model built here:
+only the model differs
 (:class:`~drcl.models.box_domain.BoxDomainModel`). The output, ``pretrained.safetensors``, holds
 backbone, FPN, RPN and box head in torchvision's layout, so ``drcl finetune --init`` loads them.
 """
