@@ -95,7 +95,7 @@ def pretrain_step_fn(
     torch.manual_seed(0)
     dev = torch.device(device)
     model = build_drcl_model(cfg).to(dev).train()
-    batch = {k: v.to(dev) for k, v in batch.items()}
+    batch = batch.to(dev)
     opt = _sgd(model)
 
     def step() -> float:
@@ -124,8 +124,8 @@ def encoder_passes_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], None]
     torch.manual_seed(0)
     model = build_drcl_model(cfg).train()
     shared = bool(cfg.pretrain.sr.shared_pass)
-    views = torch.cat([batch["view1"], batch["view2"]])
-    online_in = torch.cat([batch["masked_view1"], batch["view2"]]) if shared else views
+    views = torch.cat([batch.view1, batch.view2])
+    online_in = torch.cat([batch.masked_view1, batch.view2]) if shared else views
 
     def passes() -> None:
         model.zero_grad(set_to_none=True)
@@ -133,7 +133,7 @@ def encoder_passes_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], None]
         with torch.no_grad():
             model.target.encode(views, with_fpn=True)
         if not shared:
-            fpn = model.online.encode(batch["masked_view1"], with_fpn=True)[1]
+            fpn = model.online.encode(batch.masked_view1, with_fpn=True)[1]
             _surrogate(None, fpn).backward()
 
     return passes
@@ -142,11 +142,11 @@ def encoder_passes_fn(cfg, batch: dict[str, torch.Tensor]) -> Callable[[], None]
 def detector_inputs(batch: dict[str, torch.Tensor]) -> tuple[list, list]:
     """View 1 in [0, 1] and its valid boxes (unknown class 0 -> class 1) as detector targets."""
     images, targets = [], []
-    for i in range(batch["view1"].shape[0]):
-        valid = batch["box_valid"][i]
-        images.append((batch["view1"][i] * STD + MEAN).clamp(0, 1))
-        labels = batch["box_labels"][i][valid].clamp(min=1)
-        targets.append({"boxes": batch["boxes1"][i][valid], "labels": labels})
+    for i in range(batch.view1.shape[0]):
+        valid = batch.box_valid[i]
+        images.append((batch.view1[i] * STD + MEAN).clamp(0, 1))
+        labels = batch.box_labels[i][valid].clamp(min=1)
+        targets.append({"boxes": batch.boxes1[i][valid], "labels": labels})
     return images, targets
 
 
@@ -316,14 +316,14 @@ def phase_breakdown(cfg, batch: dict[str, torch.Tensor], reps: int = 2) -> dict[
     out: dict[str, float] = {}
     for rep in range(reps + 1):
         t = out if rep else {}
-        b = batch["view1"].shape[0]
-        views = torch.cat([batch["view1"], batch["view2"]])
+        b = batch.view1.shape[0]
+        views = torch.cat([batch.view1, batch.view2])
         with _timed(t, "online encoder [v1;v2] fwd"):
             c5_on, fpn_on = model.online.encode(views, with_fpn=True)
         with _timed(t, "target encoder [v1;v2] fwd (no grad)"), torch.no_grad():
             c5_tg, fpn_tg = model.target.encode(views, with_fpn=True)
         with _timed(t, "online encoder masked v1 fwd"):
-            fpn_m = model.online.encode(batch["masked_view1"], with_fpn=True)[1]
+            fpn_m = model.online.encode(batch.masked_view1, with_fpn=True)[1]
         with _timed(t, "HCL head+loss"):
             loss = model._hcl_loss(c5_on, c5_tg)
         with _timed(t, "LCL RoIAlign+box head+loss"):

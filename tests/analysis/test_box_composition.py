@@ -57,7 +57,7 @@ def test_simulation_replays_the_training_box_selection(tiny_overrides, tmp_path)
     for row in rows:
         batch = next(batches)
         hook.on_batch(batch)
-        labels = batch["box_labels"]  # the selected boxes, before the crops drop any
+        labels = batch.box_labels  # the selected boxes, before the crops drop any
         want = composition(np.bincount(labels[labels > 0], minlength=len(groups)), groups)
         for key in ("box_share_r", "box_share_c", "box_share_f", "box_entropy", "boxes_known"):
             assert row[key] == pytest.approx(want[key], nan_ok=True), key

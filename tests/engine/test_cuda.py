@@ -49,7 +49,7 @@ AMP_TOL = {torch.bfloat16: (5e-2, 1e-2, 0.8), torch.float16: (1e-2, 5e-3, 0.98)}
 
 def _batch(cfg, tmp_path: Path, device: str = "cuda") -> dict[str, torch.Tensor]:
     data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, dist.DistInfo())
-    return {k: v.to(device) for k, v in next(data.batches()).items()}
+    return next(data.batches()).to(device)
 
 
 def _loss_and_grad(model, batch, dtype):
@@ -186,7 +186,7 @@ def test_drb_loader_with_8_pinned_workers_keeps_the_gpu_fed(tiny_overrides, tmp_
         if batch is None:
             break
         t1 = time.perf_counter()
-        assert batch["view1"].is_pinned()
+        assert batch.view1.is_pinned()
         batch = data.to_device(batch, torch.device("cuda"))
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(batch)["loss"]

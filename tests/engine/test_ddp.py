@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -37,7 +38,9 @@ def _grad_worker(rank, world, port, overrides, batch, out_dir):
     torch.manual_seed(0)
     model = build_drcl_model(load_config(None, overrides))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    half = {k: v.chunk(world)[rank] for k, v in batch.items()}
+    half = dataclasses.replace(
+        batch, **{k: v.chunk(world)[rank] for k, v in batch.tensors().items()}
+    )
     losses = ddp(half)
     losses["loss"].backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -59,7 +62,8 @@ def test_ddp_gradients_equal_single_process_mean(tiny_overrides, tmp_path):
     ref_losses, ref_grads = [], {}
     for half in range(2):
         ref.zero_grad()
-        loss = ref({k: v.chunk(2)[half] for k, v in batch.items()})["loss"]
+        part = {k: v.chunk(2)[half] for k, v in batch.tensors().items()}
+        loss = ref(dataclasses.replace(batch, **part))["loss"]
         loss.backward()
         ref_losses.append(loss.detach())
         for n, p in ref.named_parameters():

@@ -48,7 +48,7 @@ def test_masked_pass_leaves_running_stats_to_the_unmasked_views():
     batch = make_batch()
     model(batch)["loss"].backward()
     # reference: only the unmasked online pass over [view 1; view 2], on a copy
-    reference.online.encode(torch.cat([batch["view1"], batch["view2"]]), with_fpn=True)
+    reference.online.encode(torch.cat([batch.view1, batch.view2]), with_fpn=True)
     assert_same(bn_buffers(model.online.backbone), bn_buffers(reference.online.backbone))
     # the earlier behaviour, kept as an option, does move them (so the test can fail)
     old = make_model(sr=SRConfig(masked_bn_update=True)).train()
@@ -63,9 +63,9 @@ def test_shared_pass_running_stats_come_from_view2_alone():
     batch = make_batch()
     model(batch)["loss"].backward()
     with torch.no_grad():
-        reference.online.backbone.body(batch["view2"])
+        reference.online.backbone.body(batch.view2)
     assert_same(bn_buffers(model.online.backbone), bn_buffers(reference.online.backbone))
-    assert batch["view2"].shape[0] == B
+    assert batch.view2.shape[0] == B
 
 
 def test_eval_mode_changes_nothing():

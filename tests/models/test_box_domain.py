@@ -6,6 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from drcl.config.schema import Config
+from drcl.models.batch import PretrainBatch
 from drcl.models.box_domain import assign_roi_ids
 from drcl.pretrain.box.runner import build_box_detector, build_box_model
 
@@ -30,13 +31,14 @@ def make_batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     boxes = torch.tensor([[4.0, 4, 30, 30], [20, 10, 60, 40], [2, 40, 20, 62], [0, 0, 0, 0]])
     valid = torch.tensor([[False] * K, [True, True, True, False]])
-    return {
-        "view1": torch.randn(B, 3, S, S, generator=g),
-        "view2": torch.randn(B, 3, S, S, generator=g),
-        "boxes1": boxes.expand(B, K, 4).clone(),
-        "boxes2": (boxes + 2).clamp(max=S).expand(B, K, 4).clone(),
-        "box_valid": valid,
-    }
+    return PretrainBatch(
+        view1=torch.randn(B, 3, S, S, generator=g),
+        view2=torch.randn(B, 3, S, S, generator=g),
+        boxes1=boxes.expand(B, K, 4).clone(),
+        boxes2=(boxes + 2).clamp(max=S).expand(B, K, 4).clone(),
+        box_valid=valid,
+        box_labels=torch.zeros(B, K, dtype=torch.int64),  # the box stage reads no labels
+    )
 
 
 def test_roi_ids_follow_the_best_box_at_iou_05():
@@ -89,7 +91,7 @@ def test_losses_gradients_and_frozen_backbone():
 def test_batch_without_any_box_still_trains():
     model = build_box_model(tiny_cfg()).train()
     batch = make_batch()
-    batch["box_valid"][:] = False
+    batch.box_valid[:] = False
     out = model(batch)
     assert out["loss_box_contrast"].item() == 0.0 and out["loss_box_reg"].item() == 0.0
     out["loss"].backward()

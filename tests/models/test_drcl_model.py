@@ -175,11 +175,11 @@ def test_from_config_and_errors():
         make_model(**zero)
     batch = make_batch()
     with pytest.raises(ValueError, match="missing.*masked_view1"):
-        model({k: v for k, v in batch.items() if k != "masked_view1"})
+        model(dataclasses.replace(batch, masked_view1=None))
     with pytest.raises(ValueError, match="boxes2"):
-        model(batch | {"boxes2": batch["boxes2"][:, :3]})
-    with pytest.raises(ValueError, match=r"batch\['mask'\].*sr.patch=32"):
-        model(batch | {"mask": torch.zeros(B, 4, 4, dtype=torch.bool)})
+        model(dataclasses.replace(batch, boxes2=batch.boxes2[:, :3]))
+    with pytest.raises(ValueError, match=r"batch.mask.*sr.patch=32"):
+        model(dataclasses.replace(batch, mask=torch.zeros(B, 4, 4, dtype=torch.bool)))
 
 
 def test_shared_pass_runs_the_online_encoder_once_and_keeps_sr_ar():

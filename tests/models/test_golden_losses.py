@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from drcl.config.schema import ARConfig, HCLConfig, LCLConfig, SRConfig
+from drcl.models.batch import PretrainBatch
 from drcl.models.drcl import DRCLModel
 
 B, K, S, PATCH = 2, 6, 64, 16
@@ -32,19 +33,19 @@ def golden_batch() -> dict[str, torch.Tensor]:
     boxes1 = torch.where(valid[..., None], boxes1, torch.zeros(4))
     grid = torch.rand(B, S // PATCH, S // PATCH, generator=g) < 0.5
     pixels = grid.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)
-    return {
-        "view1": v1,
-        "view2": v2,
-        "boxes1": boxes1,
-        "boxes2": (boxes1 + 3).clamp(max=S),
-        "box_valid": valid,
-        "box_labels": torch.tensor([[1, 2, 1, 0, 3, 2], [2, 2, 0, 1, 0, 0]]),
-        "mask": grid,
-        "masked_view1": v1.masked_fill(pixels[:, None], 0.0),
+    return PretrainBatch(
+        view1=v1,
+        view2=v2,
+        boxes1=boxes1,
+        boxes2=(boxes1 + 3).clamp(max=S),
+        box_valid=valid,
+        box_labels=torch.tensor([[1, 2, 1, 0, 3, 2], [2, 2, 0, 1, 0, 0]]),
+        mask=grid,
+        masked_view1=v1.masked_fill(pixels[:, None], 0.0),
         # view 1 before photometric augmentation: a deterministic function of view 1, so the
         # generator draws (and the pinned batch) are those of the original fixture
-        "clean_view1": (0.8 * v1 + 0.1).clamp(-2.0, 2.0),
-    }
+        clean_view1=(0.8 * v1 + 0.1).clamp(-2.0, 2.0),
+    )
 
 
 # issue 15b's corrections switched off: the behaviour of commit 6489f71
@@ -154,6 +155,6 @@ def test_15b_moves_only_ar_at_the_first_step(variant):
 def test_golden_batch_is_the_fixed_one():
     """The batch itself is pinned, so a failure above is the model's, not the fixture's."""
     batch = golden_batch()
-    assert int(batch["box_valid"].sum()) == 10 and batch["mask"].shape == (B, 4, 4)
-    assert float(batch["view1"].sum()) == pytest.approx(GOLDEN_VIEW1_SUM, rel=1e-5)
-    assert int(batch["mask"].sum()) == GOLDEN_MASKED_PATCHES
+    assert int(batch.box_valid.sum()) == 10 and batch.mask.shape == (B, 4, 4)
+    assert float(batch.view1.sum()) == pytest.approx(GOLDEN_VIEW1_SUM, rel=1e-5)
+    assert int(batch.mask.sum()) == GOLDEN_MASKED_PATCHES

@@ -4,6 +4,7 @@ elsewhere (tests/ is on the path through its conftest)."""
 
 import torch
 
+from drcl.models.batch import PretrainBatch
 from drcl.models.drcl import DRCLModel
 
 B, K, S = 2, 8, 64
@@ -22,17 +23,17 @@ def make_batch(seed=0, valid=None):
     boxes1 = torch.where(valid[..., None], boxes1, torch.zeros(4))  # padding, as the data path
     grid = torch.tensor([[[1, 0], [0, 1]], [[0, 1], [0, 0]]], dtype=torch.bool)
     pixels = grid.repeat_interleave(32, 1).repeat_interleave(32, 2)
-    return {
-        "view1": v1,
-        "view2": v2,
-        "boxes1": boxes1,
-        "boxes2": (boxes1 + 2).clamp(max=S),
-        "box_valid": valid,
-        "box_labels": torch.tensor([[0] * K, [1, 2, 1, 0, 2, 3, 0, 0]]),
-        "mask": grid,
-        "masked_view1": v1.masked_fill(pixels[:, None], 0.0),
-        "clean_view1": 0.5 * v1,  # stand-in for view 1 before photometric augmentation
-    }
+    return PretrainBatch(
+        view1=v1,
+        view2=v2,
+        boxes1=boxes1,
+        boxes2=(boxes1 + 2).clamp(max=S),
+        box_valid=valid,
+        box_labels=torch.tensor([[0] * K, [1, 2, 1, 0, 2, 3, 0, 0]]),
+        mask=grid,
+        masked_view1=v1.masked_fill(pixels[:, None], 0.0),
+        clean_view1=0.5 * v1,  # stand-in for view 1 before photometric augmentation
+    )
 
 
 def make_model(seed=0, **terms):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from drcl.models.batch import PretrainBatch
 from drcl.pretrain.dataset import _pad, collate_views, draw_boxes
 from drcl.sampling.drb import DRBSample, select_boxes
 
@@ -17,12 +18,35 @@ def test_pad_fills_to_k_with_zeros_and_false_and_truncates():
     assert _pad(torch.zeros(0, 4), 2, 4).shape == (2, 4)  # no box at all
 
 
-def test_collate_views_stacks_every_key():
-    a = {"view1": torch.zeros(3, 4, 4), "alpha": torch.tensor(0.25, dtype=torch.float64)}
-    b = {"view1": torch.ones(3, 4, 4), "alpha": torch.tensor(0.5, dtype=torch.float64)}
-    out = collate_views([a, b])
-    assert out["view1"].shape == (2, 3, 4, 4) and out["view1"][1].eq(1).all()
-    assert out["alpha"].tolist() == [0.25, 0.5]
+def _sample(value: float, k: int = 2) -> dict[str, torch.Tensor]:
+    """One sample's tensors (3x4x4 views, K boxes) filled with ``value``."""
+    view = torch.full((3, 4, 4), value)
+    return {
+        "view1": view,
+        "view2": view + 1,
+        "boxes1": torch.full((k, 4), value),
+        "boxes2": torch.full((k, 4), value),
+        "box_valid": torch.zeros(k, dtype=torch.bool),
+        "box_labels": torch.zeros(k, dtype=torch.int64),
+    }
+
+
+def test_collate_views_stacks_tensors_and_keeps_skipped_ids_apart():
+    out = collate_views([(_sample(0.0), -1), (_sample(1.0), 17), (_sample(2.0), -1)])
+    assert isinstance(out, PretrainBatch)
+    assert out.view1.shape == (3, 3, 4, 4) and out.view1[1].eq(1).all()
+    assert out.boxes1.shape == (3, 2, 4) and out.box_valid.dtype == torch.bool
+    assert out.skipped_ids == (17,)  # metadata, not a tensor: -1 (nothing replaced) left out
+    assert out.mask is None and set(out.tensors()) == set(_sample(0.0))
+
+
+def test_a_batch_with_no_box_keeps_its_shapes_and_moves_whole():
+    out = collate_views([(_sample(0.0, k=0), -1), (_sample(1.0, k=0), -1)])
+    assert out.boxes1.shape == (2, 0, 4) and out.box_valid.shape == (2, 0)
+    assert out.box_labels[out.box_valid].numel() == 0
+    moved = out.to("cpu")
+    assert moved is not out and moved.skipped_ids == () and moved.boxes2.shape == (2, 0, 4)
+    assert torch.equal(moved.view2, out.view2)
 
 
 def test_draw_boxes_is_the_samples_first_seeded_draw():

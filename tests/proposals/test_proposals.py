@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -87,13 +88,12 @@ def test_images_without_proposals_still_feed_hcl_ar_sr(tiny_overrides, tiny_demo
     )
     data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path, DistInfo())
     batches = [b for _, b in zip(range(6), data.batches(), strict=False)]  # the first 6
-    per_image = torch.cat([b["box_valid"].any(1) for b in batches])
+    per_image = torch.cat([b.box_valid.any(1) for b in batches])
     assert (~per_image).any() and per_image.any()  # some images with no box at all
     from drcl.pretrain.runner import build_drcl_model
 
     model = build_drcl_model(cfg)
-    empty = dict(batches[0])
-    empty["box_valid"] = torch.zeros_like(empty["box_valid"])
+    empty = dataclasses.replace(batches[0], box_valid=torch.zeros_like(batches[0].box_valid))
     losses = model(empty)
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_lcl"] == 0 and losses["loss_hcl"] > 0

@@ -19,6 +19,7 @@ for bit on another machine sets ``train.threads`` to a fixed number.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -102,13 +103,19 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def batch_to_channels_last(batch: object) -> object:
-    """4-D image tensors of a batch (dict values or list items) to NHWC; the rest as is."""
+    """4-D image tensors of a batch (dict values, list items, dataclass fields) to NHWC; the rest
+    as is."""
     if torch.is_tensor(batch):
         return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
     if isinstance(batch, dict):
         return {k: batch_to_channels_last(v) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
         return type(batch)(batch_to_channels_last(v) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):  # PretrainBatch
+        fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+        return dataclasses.replace(
+            batch, **{k: batch_to_channels_last(v) for k, v in fields.items()}
+        )
     return batch
 
 

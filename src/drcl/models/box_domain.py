@@ -32,6 +32,7 @@ from torchvision.ops import box_iou
 
 from drcl.config.schema import BoxStageConfig
 from drcl.losses.box_contrast import per_id_info_nce
+from drcl.models.batch import PretrainBatch
 from drcl.models.ema import ema_momentum, ema_update
 
 NOT_EXPORTED = "roi_heads.box_predictor."
@@ -104,11 +105,11 @@ class BoxDomainModel(nn.Module):
             self.online.backbone.body.eval()
         return self
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: PretrainBatch) -> dict[str, Tensor]:
         """Losses of one step.
 
         Args:
-            batch: from :class:`drcl.pretrain.dataset.PretrainDataset`: ``view1``, ``view2``
+            batch: a :class:`~drcl.models.batch.PretrainBatch`: ``view1``, ``view2``
                 (B, 3, S, S); ``boxes1``, ``boxes2`` (B, K, 4) xyxy in each view;
                 ``box_valid`` (B, K) bool (box j kept in both views).
 
@@ -116,15 +117,15 @@ class BoxDomainModel(nn.Module):
             ``loss`` (total), ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_box_contrast``,
             ``loss_box_reg``.
         """
-        boxes1, ids = _pseudo_boxes(batch["boxes1"], batch["box_valid"])
-        boxes2, _ = _pseudo_boxes(batch["boxes2"], batch["box_valid"])
-        images1 = _image_list(batch["view1"])
+        boxes1, ids = _pseudo_boxes(batch.boxes1, batch.box_valid)
+        boxes2, _ = _pseudo_boxes(batch.boxes2, batch.box_valid)
+        images1 = _image_list(batch.view1)
         feats = self._features(self.online, images1.tensors)
         proposals, rpn_losses = self.online.rpn(images1, feats, [{"boxes": b} for b in boxes1])
         rois, roi_ids, matched = self._rois(proposals, boxes1, ids)
         emb, deltas = self._roi_outputs(self.online, feats, rois, images1.image_sizes)
         with torch.no_grad():
-            images2 = _image_list(batch["view2"])
+            images2 = _image_list(batch.view2)
             feats_t = self._features(self.target, images2.tensors)
             proposals_t, _ = self.target.rpn(images2, feats_t)
             rois_t, ids_t, _ = self._rois(proposals_t, boxes2, ids)

@@ -57,6 +57,7 @@ from drcl.losses.reconstruction import (
     semantic_reconstruction_loss,
 )
 from drcl.models.backbone import build_resnet_fpn, set_stage_checkpointing
+from drcl.models.batch import REQUIRED, PretrainBatch
 from drcl.models.bn_stats import frozen_bn_stats
 from drcl.models.ema import ema_momentum, ema_update
 from drcl.models.heads import (
@@ -71,7 +72,6 @@ from drcl.models.heads import (
 
 LEVELS = ("0", "1", "2", "3")  # P2-P5 (strides 4-32); 'pool' (P6) is for the RPN only
 TERMS = ("hcl", "lcl", "ar", "sr")
-BATCH_KEYS = ("view1", "view2", "boxes1", "boxes2", "box_valid", "box_labels")
 AR_TARGET_SIZE = 28  # object-centric AR: box crops at 28x28 (the mask head's resolution)
 
 
@@ -213,11 +213,12 @@ class DRCLModel(nn.Module):
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
 
     # --------------------------------------------------------------------------------- forward
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: PretrainBatch) -> dict[str, Tensor]:
         """Compute the enabled losses for one batch.
 
         Args:
-            batch: ``view1``, ``view2``: (B, 3, S, S) ImageNet-normalised views;
+            batch: a :class:`~drcl.models.batch.PretrainBatch`, of which ``view1``, ``view2``:
+                (B, 3, S, S) ImageNet-normalised views;
                 ``boxes1``, ``boxes2``: (B, K, 4) xyxy in view pixels (the same boxes);
                 ``box_valid``: (B, K) bool, the box survived in both views;
                 ``box_labels``: (B, K) int64, class 1..C or 0 = unknown;
@@ -229,8 +230,8 @@ class DRCLModel(nn.Module):
             detached 0) and ``loss`` = sum of weight * term over enabled terms.
         """
         self._check_batch(batch)
-        b = batch["view1"].shape[0]
-        views = torch.cat([batch["view1"], batch["view2"]])
+        b = batch.view1.shape[0]
+        views = torch.cat([batch.view1, batch.view2])
         c5_on, fpn_on, c5_tg, fpn_tg, fpn_masked = self._encode_all(views, batch)
         losses: dict[str, Tensor] = {}
         if self.enabled("hcl"):
@@ -248,7 +249,7 @@ class DRCLModel(nn.Module):
     def _ar_masked(self) -> bool:
         return self.enabled("ar") and self._ar_input == "masked"
 
-    def _encode_all(self, views: Tensor, batch: dict[str, Tensor]) -> tuple[Any, ...]:
+    def _encode_all(self, views: Tensor, batch: PretrainBatch) -> tuple[Any, ...]:
         """Run each network once, computing only what the enabled terms read.
 
         Returns:
@@ -265,7 +266,7 @@ class DRCLModel(nn.Module):
             b = views.shape[0] // 2
             with self._masked_bn_context():
                 c5_on, fpn_on = self.online.encode(
-                    torch.cat([batch["masked_view1"], views[b:]]), with_fpn=True
+                    torch.cat([batch.masked_view1, views[b:]]), with_fpn=True
                 )
             self._update_bn_stats(views[b:])
             fpn_masked = {k: v[:b] for k, v in fpn_on.items()}
@@ -276,7 +277,7 @@ class DRCLModel(nn.Module):
                 c5_tg, fpn_tg = self.target.encode(views, with_fpn=on("lcl") or on("sr"))
         if masked and fpn_masked is None:
             with self._masked_bn_context():
-                fpn_masked = self.online.encode(batch["masked_view1"], with_fpn=True)[1]
+                fpn_masked = self.online.encode(batch.masked_view1, with_fpn=True)[1]
         return c5_on, fpn_on, c5_tg, fpn_tg, fpn_masked
 
     def _masked_bn_context(self) -> Any:
@@ -332,14 +333,12 @@ class DRCLModel(nn.Module):
         self.queue_ptr.copy_((self.queue_ptr + z_all.shape[0]) % size)
 
     # ------------------------------------------------------------------------------ LCL (boxes)
-    def _lcl_loss(self, fpn_on: dict, fpn_tg: dict, batch: dict[str, Tensor]) -> Tensor:
+    def _lcl_loss(self, fpn_on: dict, fpn_tg: dict, batch: PretrainBatch) -> Tensor:
         """Symmetric box-level InfoNCE between online(view a) predictions and target(view b)."""
-        valid = batch["box_valid"].bool()
+        valid = batch.box_valid.bool()
         b, k = valid.shape
-        size = tuple(batch["view1"].shape[-2:])
-        boxes = _fill_invalid(
-            torch.cat([batch["boxes1"], batch["boxes2"]]), valid.repeat(2, 1), size
-        )
+        size = tuple(batch.view1.shape[-2:])
+        boxes = _fill_invalid(torch.cat([batch.boxes1, batch.boxes2]), valid.repeat(2, 1), size)
         valid2 = valid.reshape(-1).repeat(2)
         online = self._box_embeddings(self.online, fpn_on, boxes, valid2, size)
         q = masked_rows(self.lcl_predictor, online, valid2)
@@ -360,28 +359,26 @@ class DRCLModel(nn.Module):
         )
         return masked_rows(enc.lcl_projector, enc.box_head(rois), valid)
 
-    def _box_contrast(
-        self, q: Tensor, k: Tensor, valid: Tensor, batch: dict[str, Tensor]
-    ) -> Tensor:
+    def _box_contrast(self, q: Tensor, k: Tensor, valid: Tensor, batch: PretrainBatch) -> Tensor:
         t, gather = float(self.lcl_cfg.temperature), self.gather_distributed
         if self.lcl_cfg.supervised:
-            labels = batch["box_labels"].reshape(-1)
+            labels = batch.box_labels.reshape(-1)
             return multi_positive_info_nce(q, k, labels, labels, t, valid, gather)
         return info_nce(q, k, t, valid, gather)
 
     # ------------------------------------------------------------------------ AR and SR (pixels)
-    def _ar_loss(self, feats: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+    def _ar_loss(self, feats: dict[str, Tensor], batch: PretrainBatch) -> Tensor:
         """L1 to the normalised RGB of view 1 before photometric augmentation (``ar.clean_target``),
         on the masked patches (``ar.masked_only``), whole image or box crops."""
-        image = batch["clean_view1"] if self._ar_clean else batch["view1"]
+        image = batch.clean_view1 if self._ar_clean else batch.view1
         size = tuple(image.shape[-2:])
         norm_pix = bool(self.ar_cfg.norm_pix)
         if self.ar_cfg.target == "pixel":
             mask = self._pixel_mask(batch) if self._ar_masked_only else None
             target = patch_normalize(image, int(self.sr_cfg.patch)) if norm_pix else image
             return pixel_l1_loss(self.ar_decoder(feats["0"], size), target, mask)
-        valid = batch["box_valid"].bool()
-        boxes = list(_fill_invalid(batch["boxes1"], valid, size).unbind(0))
+        valid = batch.box_valid.bool()
+        boxes = list(_fill_invalid(batch.boxes1, valid, size).unbind(0))
         pred = self.ar_decoder(self.ar_roi_pool(feats, boxes, [size] * len(boxes)))
         with torch.no_grad():  # (B*K, 3, 28, 28) crops, same box order as the RoI features
             target = roi_align(image, boxes, AR_TARGET_SIZE, 1.0, 2, aligned=True)
@@ -399,43 +396,41 @@ class DRCLModel(nn.Module):
         nothing is hidden, so every pixel counts)."""
         return self._ar_masked and self.ar_cfg.target == "pixel" and bool(self.ar_cfg.masked_only)
 
-    def _sr_loss(self, fpn_masked: dict, fpn_tg1: dict, batch: dict[str, Tensor]) -> Tensor:
+    def _sr_loss(self, fpn_masked: dict, fpn_tg1: dict, batch: PretrainBatch) -> Tensor:
         """``1 - cos`` between predicted P2-P5 of the masked view 1 and the target's of view 1."""
         pred = self.sr_predictor([fpn_masked[n] for n in LEVELS])
         target = [fpn_tg1[n] for n in LEVELS]
         return semantic_reconstruction_loss(pred, target, self._pixel_mask(batch))
 
-    def _pixel_mask(self, batch: dict[str, Tensor]) -> Tensor:
+    def _pixel_mask(self, batch: PretrainBatch) -> Tensor:
         """Patch grid ``(B, gh, gw)`` -> pixel mask ``(B, H, W)`` with ``patch = sr.patch``."""
-        grid, (h, w) = batch["mask"].bool(), batch["view1"].shape[-2:]
+        grid, (h, w) = batch.mask.bool(), batch.view1.shape[-2:]
         patch = int(self.sr_cfg.patch)
         if grid.shape[1:] != (-(-h // patch), -(-w // patch)):
             raise ValueError(
-                f"batch['mask']: shape {tuple(grid.shape)} is not the ceil({h}/{patch}) x "
+                f"batch.mask: shape {tuple(grid.shape)} is not the ceil({h}/{patch}) x "
                 f"ceil({w}/{patch}) patch grid of pretrain.sr.patch={patch}"
             )
         return grid.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[:, :h, :w]
 
-    def _check_batch(self, batch: dict[str, Tensor]) -> None:
-        need = list(BATCH_KEYS)
+    def _check_batch(self, batch: PretrainBatch) -> None:
+        need = list(REQUIRED)
         if self.enabled("sr") or self._ar_masked:
             need += ["mask", "masked_view1"]
         if self._ar_clean:
             need += ["clean_view1"]
-        missing = [key for key in need if key not in batch]
+        missing = [key for key in need if getattr(batch, key) is None]
         if missing:
-            raise ValueError(f"batch is missing {missing}; it has {sorted(batch)}")
-        v1 = batch["view1"]
-        if v1.dim() != 4 or v1.shape[1] != 3 or batch["view2"].shape != v1.shape:
-            raise ValueError(
-                f"batch['view1'/'view2']: need equal (B, 3, S, S), got {tuple(v1.shape)}"
-            )
-        b, k = batch["box_valid"].shape
+            raise ValueError(f"batch is missing {missing}; it has {sorted(batch.tensors())}")
+        v1 = batch.view1
+        if v1.dim() != 4 or v1.shape[1] != 3 or batch.view2.shape != v1.shape:
+            raise ValueError(f"batch.view1/view2: need equal (B, 3, S, S), got {tuple(v1.shape)}")
+        b, k = batch.box_valid.shape
         for key, shape in (("boxes1", (b, k, 4)), ("boxes2", (b, k, 4)), ("box_labels", (b, k))):
-            if tuple(batch[key].shape) != shape or b != v1.shape[0]:
+            if tuple(getattr(batch, key).shape) != shape or b != v1.shape[0]:
                 raise ValueError(
-                    f"batch['{key}']: expected {shape} with B={v1.shape[0]}, "
-                    f"got {tuple(batch[key].shape)}"
+                    f"batch.{key}: expected {shape} with B={v1.shape[0]}, "
+                    f"got {tuple(getattr(batch, key).shape)}"
                 )
 
     # ------------------------------------------------------------------------ EMA and export

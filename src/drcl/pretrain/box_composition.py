@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from drcl.engine.hooks import HookBase
+from drcl.models.batch import PretrainBatch
 
 KEYS = ("box_share_r", "box_share_c", "box_share_f", "box_entropy", "boxes_known")
 
@@ -86,8 +87,8 @@ class BoxCompositionHook(HookBase):
     def __init__(self, groups: Sequence[str]) -> None:
         self.meter = BoxCompositionMeter(groups)
 
-    def on_batch(self, batch: dict[str, torch.Tensor]) -> None:
-        self.meter.update(batch["box_labels"][batch["box_valid"].bool()])
+    def on_batch(self, batch: PretrainBatch) -> None:
+        self.meter.update(batch.box_labels[batch.box_valid.bool()])
 
     def logs(self) -> dict[str, float]:
         return self.meter.summary()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from drcl.data.dataset import DetectionDataset, skipped_id
+from drcl.models.batch import PretrainBatch
 from drcl.proposals.core import Proposals
 from drcl.sampling.drb import DRBSample, select_boxes
 from drcl.transforms.masking import apply_patch_mask, random_patch_mask
@@ -51,7 +52,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, sample: DRBSample) -> dict[str, torch.Tensor]:
+    def __getitem__(self, sample: DRBSample) -> tuple[dict[str, torch.Tensor], int]:
+        """The sample's tensors (the fields of :class:`~drcl.models.batch.PretrainBatch`,
+        without the batch dimension) and the id of the image it replaced (-1: none)."""
         image, target = self.images[int(sample.index)]
         skipped = skipped_id(self.images, int(sample.index), target)
         boxes, labels = self.proposals.get(int(target["image_id"]), _EMPTY)
@@ -61,7 +64,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         v1, v2 = pair.views
         size = v1.image.shape[-1]
         grid, pixels = random_patch_mask(size, size, self.mask_patch, self.mask_ratio, g)
-        return {
+        tensors = {
             "view1": v1.image,
             "view2": v2.image,
             "boxes1": _pad(v1.boxes, self.k, 4),
@@ -71,8 +74,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             "mask": grid,
             "masked_view1": apply_patch_mask(v1.image, pixels),
             "clean_view1": v1.clean,  # AR target: view 1 before photometric augmentation
-            "skipped_id": torch.tensor(skipped),
         }
+        return tensors, int(skipped)
 
 
 @dataclass
@@ -146,5 +149,8 @@ def _pad(x: torch.Tensor, k: int, width: int | None = None) -> torch.Tensor:
     return out
 
 
-def collate_views(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+def collate_views(samples: list[tuple[dict[str, torch.Tensor], int]]) -> PretrainBatch:
+    """:class:`PretrainDataset` samples -> one :class:`~drcl.models.batch.PretrainBatch`."""
+    tensors = [t for t, _ in samples]
+    stacked = {key: torch.stack([t[key] for t in tensors]) for key in tensors[0]}
+    return PretrainBatch(**stacked, skipped_ids=tuple(i for _, i in samples if i >= 0))
