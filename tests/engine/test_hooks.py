@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from drcl.engine.hooks import EMAHook, HookBase
+from drcl.engine.hooks import CheckpointHook, CostHook, EMAHook, HookBase
 
 from .toy import make_trainer
 
@@ -86,3 +86,61 @@ def test_on_batch_sees_every_batch_and_logs_join_the_log_row(tmp_path):
     assert counter.batches == 6  # accumulate=2 micro-batches per step
     rows = read_metrics(RunDir(tmp_path).metrics)
     assert [r["batches_seen"] for r in rows] == [2.0, 4.0, 6.0]
+
+
+def test_checkpoint_hook_saves_every_n_and_at_the_end_with_the_hooks_state(tmp_path):
+    from drcl.engine import checkpoint as ckpt
+
+    trainer = make_trainer(tmp_path, max_iters=7)  # train.checkpoint_every=3
+    assert [type(h) for h in trainer.hooks] == [CostHook, CheckpointHook]
+    trainer.fit()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        "ckpt_0000003.pt",
+        "ckpt_0000006.pt",
+        "ckpt_0000007.pt",
+    ]
+    state = ckpt.load_state(ckpt.list_checkpoints(tmp_path)[-1])
+    assert state["iteration"] == 7 and state["hooks"]["cost"]["wall_s"] > 0
+
+
+def test_checkpoint_hook_registered_last_saves_what_the_other_hooks_did(tmp_path):
+    from drcl.engine import checkpoint as ckpt
+
+    class Mark(HookBase):
+        """Changes the model after each step, as the EMA update does."""
+
+        def after_step(self, iteration: int, progress: float) -> None:
+            with torch.no_grad():
+                self.trainer.model.lin.bias.fill_(float(iteration))
+
+    trainer = make_trainer(tmp_path, max_iters=3, hooks=[])
+    trainer.register_hooks([Mark(), CheckpointHook(every=3, keep=1)])
+    trainer.fit()
+    state = ckpt.load_state(ckpt.list_checkpoints(tmp_path)[-1])
+    assert state["model"]["lin.bias"].item() == 3.0
+
+
+def test_no_hooks_no_checkpoint_and_a_bad_interval_is_refused(tmp_path):
+    from drcl.engine import checkpoint as ckpt
+
+    make_trainer(tmp_path, max_iters=3, hooks=[]).fit()
+    assert ckpt.list_checkpoints(tmp_path) == [] and not (tmp_path / "cost.json").exists()
+    with pytest.raises(ValueError, match="every = 0"):
+        CheckpointHook(every=0, keep=1)
+
+
+def test_cost_hook_writes_cost_json_at_checkpoint_steps_only(tmp_path):
+    import json
+
+    from drcl.engine.cost import CostMeter
+
+    trainer = make_trainer(tmp_path, max_iters=4, hooks=[])
+    meter = CostMeter(torch.device("cpu"), 1, 4, {"stage": "toy"})
+    trainer.register_hooks([CostHook(meter, every=2)])
+    seen = []
+    real_write = meter.write
+    meter.write = lambda work_dir, it: seen.append(it) or real_write(work_dir, it)
+    trainer.fit()
+    assert seen == [2, 4]
+    cost = json.loads((tmp_path / "cost.json").read_text())
+    assert (cost["stage"], cost["iterations"], cost["images_seen"]) == ("toy", 4, 16)

@@ -52,6 +52,38 @@ def test_resume_is_bit_for_bit(tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iter"] for x in lines] == list(range(1, 13))
+    # the same losses as the uninterrupted run, the resumed part included
+    ref = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["loss"] for x in lines] == [json.loads(x)["loss"] for x in ref]
+
+
+def test_the_iteration_is_the_datas_position_and_comes_back_on_resume(tmp_path):
+    tr = make_trainer(tmp_path, max_iters=5, overrides=["train.accumulate=2"])
+    tr.fit()
+    assert (tr.iteration, tr.data.position) == (5, 10)  # 2 micro-batches a step
+    state = ckpt.load_state(ckpt.list_checkpoints(tmp_path)[0])  # ckpt_0000003.pt
+    assert state["iteration"] == 3 and state["data"] == {"position": 6}
+    resumed = make_trainer(tmp_path, max_iters=5, overrides=["train.accumulate=2"])
+    assert resumed.iteration == 0 and resumed.resume() and resumed.iteration == 5
+
+
+def test_a_checkpoint_whose_position_disagrees_is_refused(tmp_path):
+    make_trainer(tmp_path, max_iters=3).fit()  # accumulate 1: iteration 3 at position 3
+    other = make_trainer(tmp_path, max_iters=6, overrides=["train.accumulate=2"])
+    with pytest.raises(ValueError) as info:
+        other.resume()
+    text = str(info.value)
+    assert "ckpt_0000003.pt" in text and "saved at iteration 3" in text
+    assert "3 micro-batches, train.accumulate=2) is iteration 1" in text
+
+
+def test_a_checkpoint_without_a_position_is_refused(tmp_path):
+    tr = make_trainer(tmp_path, max_iters=3)
+    tr.fit()
+    state = tr.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("iteration", "data", "hooks")}
+    with pytest.raises(ValueError, match="old.pt: no iteration, data, hooks"):
+        make_trainer(tmp_path / "x", max_iters=3).load_state_dict(old, "old.pt")
 
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
