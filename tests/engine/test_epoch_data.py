@@ -141,3 +141,23 @@ def test_an_empty_training_set_is_a_no_batch_error():
 def test_a_state_without_position_is_refused():
     with pytest.raises(ValueError, match="no 'position'"):
         _data().load_state_dict({"epoch": 0, "consumed": 3})
+
+
+def test_a_resumed_epoch_leaves_the_global_rng_where_the_checkpoint_put_it():
+    # the uninterrupted run drew its loader's base seed when the epoch began, long before;
+    # the model's own draws (RPN / RoI sampling) must continue from the checkpoint's RNG state
+    first = _data()
+    stream = first.batches()
+    _take(stream, 1)
+    state = first.state_dict()
+    after_one = torch.get_rng_state()
+    _take(stream, 1)  # inside the epoch: no draw
+    assert torch.equal(torch.get_rng_state(), after_one)
+    resumed = _data()
+    resumed.load_state_dict(state)
+    torch.set_rng_state(after_one)
+    _take(resumed.batches(), 1)
+    assert torch.equal(torch.get_rng_state(), after_one)
+    fresh = _data()
+    _take(fresh.batches(), 1)  # a new epoch's loader does draw its seed
+    assert not torch.equal(torch.get_rng_state(), after_one)

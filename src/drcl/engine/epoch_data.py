@@ -57,6 +57,7 @@ class SamplerEpochData:
         self.position = 0  # micro-batches handed to the loop since the run began
         self._consumed = 0  # of them, in the sampler's current epoch
         self._started = False  # an epoch is under way (restored, or begun by batches())
+        self._resumed = False  # the epoch under way was restored by load_state_dict
         self.skipped_ids: set[int] = set()  # broken images replaced under data.on_error=skip
 
     @property
@@ -70,23 +71,37 @@ class SamplerEpochData:
         Raises:
             NoBatchError: a newly begun epoch gives no batch (an empty training set).
         """
+        if not self._started:
+            self._begin_epoch(0)
+        resumed, self._resumed = self._resumed, False  # a restored epoch may be used up already
         while True:
-            continued = self._started  # a restored epoch may be used up already
-            if not continued:
-                self._begin_epoch(0)
             produced = False
-            for batch in self._loader():
+            for batch in self._epoch(resumed):
                 produced = True
                 self._consumed += 1
                 self.position += 1
                 yield self._note_skips(batch)
-            if not produced and not continued:
+            if not produced and not resumed:
                 raise NoBatchError(
                     "the training data produced no batch",
                     hint="is the training set empty, or was every image skipped "
                     "(data.on_error=skip)? run `drcl data check` on data.train_ann",
                 )
+            resumed = False
             self._begin_epoch(self.sampler.epoch + 1)
+
+    def _epoch(self, resumed: bool) -> Iterator[Any]:
+        """The batches of the sampler's epoch (its rest, after a resume).
+
+        A DataLoader draws its base seed from the global torch RNG when it starts; the run
+        that was not interrupted started this epoch's loader long before, so a resumed one starts
+        its loader without that draw, and the model's random draws (RPN / RoI sampling) continue
+        exactly where the checkpoint left them.
+        """
+        if not resumed:
+            return iter(self._loader())
+        with torch.random.fork_rng(devices=[]):
+            return iter(self._loader())
 
     def _begin_epoch(self, epoch: int) -> None:
         if self.schedule.alpha_per == "epoch":  # the epoch-list sampler fixes alpha now
@@ -161,4 +176,4 @@ class SamplerEpochData:
         self.sampler.load_state_dict(state)
         self._consumed = int(state["consumed"]) // self.batch
         self.position = int(state["position"])
-        self._started = True
+        self._started = self._resumed = True

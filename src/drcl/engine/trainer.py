@@ -138,10 +138,6 @@ class Trainer:
         """Optimizer steps done, from the data's position (the one record of it)."""
         return self.schedule.iteration_of(self.data.position)
 
-    @property
-    def max_iters(self) -> int:
-        return self.schedule.max_iters
-
     # ---- checkpoints -------------------------------------------------------------------
     def _unwrapped(self) -> torch.nn.Module:
         if self.state_module is not None:
