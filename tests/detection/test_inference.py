@@ -12,6 +12,7 @@ from PIL import Image
 from drcl.data.categories import CategoryTable
 from drcl.data.dataset import DetectionDataset
 from drcl.detection.inference import merge_detections, rank_file, run_inference
+from drcl.finetune.job import EvaluateJob
 from drcl.finetune.runner import build_detector_from_config, evaluate_checkpoint
 
 try:
@@ -138,7 +139,7 @@ def test_evaluate_checkpoint_end_to_end(tiny_config, dataset, tmp_path):
     )
     ckpt = tmp_path / "ckpt_0000010.pt"
     torch.save({"model": model.state_dict(), "iteration": 10}, ckpt)
-    result = evaluate_checkpoint(cfg, ckpt, tmp_path / "eval", ("bbox",))
+    result = evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval", ("bbox",)))
     assert set(result) == {"bbox"}
     metrics = result["bbox"]
     assert metrics["num_images"] == 3 and 0.0 <= metrics["AP"] <= 1.0
@@ -153,6 +154,6 @@ def test_evaluate_checkpoint_rejects_a_mismatched_checkpoint(tiny_config, datase
     ckpt = tmp_path / "other.pt"
     torch.save({"model": build_detector_from_config(cfg, num_classes=5).state_dict()}, ckpt)
     with pytest.raises(ValueError, match="other.pt: .*box_predictor"):
-        evaluate_checkpoint(cfg, ckpt, tmp_path / "eval")
+        evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval"))
     with pytest.raises(ValueError, match="needs finetune.arch=mask_rcnn"):
-        evaluate_checkpoint(cfg, ckpt, tmp_path / "eval", ("segm",))
+        EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval", ("segm",))
