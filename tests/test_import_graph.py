@@ -207,7 +207,6 @@ ROOT_CONFIG_READERS = {
     "analysis/job.py": {"from_config"},
     "analysis/runner.py": {"simulate_box_composition"},
     "finetune/job.py": {"from_config"},
-    "finetune/runner.py": {"build_detector_from_config"},
     "predict/runner.py": {"from_config"},
     "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
     "pretrain/runner.py": {

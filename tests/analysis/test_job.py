@@ -14,7 +14,7 @@ from drcl.analysis.job import AttentionJob
 from drcl.analysis.runner import run_attention
 from drcl.cli.main import main
 from drcl.config import ConfigError, load_config
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 
 from .test_analysis_cli import gt_and_train
 
@@ -63,7 +63,7 @@ def test_runner_on_a_job_equals_the_command_line(tmp_path):
     )
     torch.manual_seed(0)
     ckpt = tmp_path / "m0.safetensors"
-    save_file(build_detector_from_config(load_config(cfg_path), 3).state_dict(), ckpt)
+    save_file(detector_for(load_config(cfg_path), 3).state_dict(), ckpt)
     argv = ["analyze", "attention", "--config", str(cfg_path), "--ckpt", f"base={ckpt}",
             "--images", "1", "--out", str(tmp_path / "cli")]  # fmt: skip
     assert main(argv) == 0

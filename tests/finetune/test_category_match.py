@@ -21,7 +21,7 @@ from PIL import Image
 from drcl.data.categories import CategoryMismatchError, CategoryTable
 from drcl.finetune.job import EvaluateJob
 from drcl.finetune.runner import (
-    build_detector_from_config,
+    detector_for,
     evaluate_checkpoint,
     evaluate_detector,
     save_detector,
@@ -192,7 +192,7 @@ def test_evaluate_checkpoint_uses_the_record_not_the_val_file(case, caplog):
     an extra one used to shift every label. The checkpoint's record decides both."""
     cfg, train, table, root = case
     torch.manual_seed(0)
-    model = build_detector_from_config(cfg, num_classes=table.num_classes)
+    model = detector_for(cfg, num_classes=table.num_classes)
     ckpt = root / "run" / "model_final.safetensors"
     save_detector(model, ckpt, table)
     val = copy.deepcopy(train)
@@ -212,7 +212,7 @@ def test_evaluate_checkpoint_uses_the_record_not_the_val_file(case, caplog):
 
 def test_checkpoint_without_record_falls_back_to_train_ann_with_a_warning(case, caplog):
     cfg, train, table, root = case
-    model = build_detector_from_config(cfg, num_classes=table.num_classes)
+    model = detector_for(cfg, num_classes=table.num_classes)
     ckpt = root / "plain" / "model.safetensors"
     save_detector(model, ckpt)  # no record, no categories.json next to it
     cfg.data.val_ann = cfg.data.train_ann

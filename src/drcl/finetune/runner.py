@@ -4,6 +4,11 @@ It takes a job (:class:`~drcl.finetune.job.FinetuneJob`, :class:`~drcl.finetune.
 the config sections the stage reads, from the root config once), builds the data, the
 torchvision detector and the engine, trains, saves ``model_final.safetensors`` and evaluates on
 ``data.val_ann`` with the LVIS rules.
+
+Entry points (each takes a job): :func:`run_finetune` (train and evaluate; ``drcl finetune``,
+ablation, demo), :func:`train_detector` (train only, returns the detector in memory: the proposal
+detector, the length curve), :func:`evaluate_checkpoint` (``drcl evaluate --checkpoint``);
+:func:`detector_for` builds the detector of a job.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from drcl.config import Config
 from drcl.config.schema import ARCH_FAMILIES, DataConfig, GroupsConfig
 from drcl.data.categories import (
     CATEGORIES_FILE,
@@ -96,19 +100,16 @@ def build_finetune_data(
     return epoch_data, index
 
 
-def build_detector_from_config(
-    cfg: Config, num_classes: int, class_freqs: torch.Tensor | None = None
-) -> torch.nn.Module:
-    """The detector of a root config (a convenience of tests and benchmarks; the runners build
-    theirs from their job, :func:`detector_for`)."""
-    return detector_for(cfg, num_classes, class_freqs)
-
-
 def detector_for(
     spec: DetectorSpec, num_classes: int, class_freqs: torch.Tensor | None = None
 ) -> torch.nn.Module:
     """``finetune.arch`` on the ResNet-FPN of ``model.*``, resized to ``data.min_size`` /
-    ``max_size`` (see :func:`drcl.detection.model.build_detector`)."""
+    ``max_size`` (see :func:`drcl.detection.model.build_detector`).
+
+    Args:
+        spec: a job of the fine-tuning runner or of the attention maps, or a whole root config
+            (tests, notebooks): what has the ``data``, ``model`` and ``finetune`` sections.
+    """
     from drcl.detection.model import build_detector
 
     return build_detector(
