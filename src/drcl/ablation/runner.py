@@ -44,6 +44,7 @@ from drcl.ablation.results import CI_METHOD, METRICS, csv_table, markdown_table,
 from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, component_overrides
 from drcl.config import Config, ConfigError, load_config
 from drcl.finetune.job import FinetuneJob
+from drcl.generic.job import GenericJob
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from drcl.utils.run_dir import RunDir
@@ -430,7 +431,7 @@ def generic_weights_path(cfg: AblateConfig, work_dir: Path) -> str | None:
     """The generic backbone the grid uses (None when no row starts from it)."""
     if not any(ROWS[r].init == "generic" for r in cfg.rows):
         return None
-    return cfg.generic.weights or str(work_dir / "generic" / "generic.safetensors")
+    return cfg.generic.weights or str(_generic_job(cfg, work_dir).weights)
 
 
 def plan_finetune_configs(
@@ -478,10 +479,17 @@ def ensure_generic(cfg: AblateConfig, work_dir: Path) -> str | None:
         return path
     if cfg.generic.weights:
         raise FileNotFoundError(f"generic.weights: file not found: {path}")
-    from drcl.generic.train import make_generic_backbone
+    from drcl.generic.train import run_generic
 
     log.info("\n=== generic backbone (supervised, class-balanced; made once)")
-    return str(make_generic_backbone(cfg.generic, work_dir / "generic"))
+    job = _generic_job(cfg, work_dir)
+    run_generic(job)
+    return str(job.weights)
+
+
+def _generic_job(cfg: AblateConfig, work_dir: Path) -> GenericJob:
+    """The grid's generic backbone, made in ``WORK_DIR/generic`` (checks the recipe)."""
+    return GenericJob.from_config(cfg.generic, work_dir / "generic")
 
 
 def run_row_seed(

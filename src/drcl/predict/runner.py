@@ -346,7 +346,7 @@ def evaluate_predictions(
     """``metrics_{iou_type}.json`` of ``job.out`` against ``gt`` in ``out_dir``, as fine-tuning's
     evaluation writes them (same rules, groups thresholds and category-match note)."""
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
-    from drcl.finetune.runner import iou_types_of
+    from drcl.finetune.job import iou_types_of
 
     cfg = job.cfg
     match = match_categories(job.categories, _categories_of(gt), gt, True)
