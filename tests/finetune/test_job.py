@@ -1,21 +1,18 @@
 """FinetuneJob / EvaluateJob: the one reading of the root config for fine-tuning and evaluation.
 
 Values on the shipped demo recipe are checked by hand against configs/finetune/demo.yaml and its
-bases; a job run by the runner gives the same numbers as the command line.
+bases; a job run by the runner gives the same numbers as the command line
+(``test_finetune_cli.py``, sharing its training run).
 """
 
-import json
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from drcl.cli.main import main
 from drcl.config import ConfigError, load_config
 from drcl.finetune.job import EvaluateJob, FinetuneJob, iou_types_of
-from drcl.finetune.runner import evaluate_checkpoint, run_finetune
-from drcl.utils.run_dir import RunDir, read_metrics
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "demo.yaml"
 
@@ -101,25 +98,4 @@ def test_evaluate_job_of_the_demo_recipe_and_its_bad_values():
         EvaluateJob.from_config(load_config(None), "m", "o")
 
 
-def test_runner_on_a_job_equals_the_command_line(tiny_overrides, fast_overrides, tmp_path):
-    over = [*tiny_overrides, *fast_overrides, "model.norm=frozen_bn"]
-    cli_dir, job_dir = tmp_path / "cli", tmp_path / "job"
-    assert main(["finetune", str(DEMO), "--work-dir", str(cli_dir), *over]) == 0
-    run = run_finetune(FinetuneJob.from_config(load_config(DEMO, over), job_dir))
-    assert run == RunDir(job_dir)
-    losses = [[{k: v for k, v in r.items() if k.startswith("loss")} for r in read_metrics(d)]
-              for d in (RunDir(cli_dir).metrics, run.metrics)]  # fmt: skip
-    assert losses[0] and losses[0] == losses[1]
-    cli_ap = json.loads(RunDir(cli_dir).eval_metrics().read_text())
-    assert cli_ap == json.loads(run.eval_metrics().read_text())
-    assert run.config.read_text() == RunDir(cli_dir).config.read_text()
-
-    # drcl evaluate --checkpoint and the runner on an EvaluateJob: the same metrics
-    ckpt = str(run.model_final)
-    argv = ["evaluate", "--config", str(DEMO), "--checkpoint", ckpt, *over]
-    assert main([*argv, "--work-dir", str(tmp_path / "ev_cli")]) == 0
-    job = EvaluateJob.from_config(load_config(DEMO, over), ckpt, tmp_path / "ev_job")
-    result = evaluate_checkpoint(job)
-    from_cli = json.loads((tmp_path / "ev_cli" / "metrics.json").read_text())
-    assert from_cli["bbox"]["AP"] == result["bbox"]["AP"] == cli_ap["AP"]
-    assert from_cli["bbox"]["APr"] == result["bbox"]["APr"]
+# The runner on a job against the command line: test_finetune_cli.py (one training run shared).
