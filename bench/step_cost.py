@@ -43,7 +43,7 @@ from common import WORK, alternate, bench_overrides, emit, peak_rss_mib
 from drcl.config import load_config
 from drcl.data.coco import CocoIndex
 from drcl.engine.distributed import DistInfo
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.models.drcl import LEVELS
 from drcl.pretrain.loop import build_pretrain_data
 from drcl.pretrain.runner import build_drcl_model
@@ -157,7 +157,7 @@ def detector_step_fn(
     torch.manual_seed(0)
     dev = torch.device(device)
     num_classes = CocoIndex.from_file(cfg.data.train_ann).num_classes
-    model = build_detector_from_config(cfg, num_classes).to(dev).train()
+    model = detector_for(cfg, num_classes).to(dev).train()
     opt = _sgd(model)
     images, targets = detector_inputs(batch)
     images = [im.to(dev) for im in images]

@@ -73,15 +73,13 @@ def build_step(stage: str, extra: list[str], work: Path):
         data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, work, info)
         model = build_drcl_model(cfg)
     else:
-        from drcl.finetune.runner import (
-            DetectorLoss,
-            build_detector_from_config,
-            build_finetune_data,
-        )
+        from drcl.finetune.job import FinetuneJob
+        from drcl.finetune.runner import DetectorLoss, build_finetune_data, detector_for
 
-        data, index = build_finetune_data(cfg, info)
+        job = FinetuneJob.from_config(cfg, work, evaluate=False)
+        data, index = build_finetune_data(job, info)
         freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
-        model = DetectorLoss(build_detector_from_config(cfg, index.num_classes, freqs))
+        model = DetectorLoss(detector_for(job, index.num_classes, freqs))
     apply_runtime(cfg.train, model, data, device, info)
     threads = torch.get_num_threads()
     cpu_per_image = data_cost(data)
@@ -186,9 +184,10 @@ def run_stage(stage: str, extra: list[str], work_dir: str) -> None:
 
         run_pretrain(cfg, work_dir)
     else:
+        from drcl.finetune.job import FinetuneJob
         from drcl.finetune.runner import train_detector
 
-        train_detector(cfg, work_dir)
+        train_detector(FinetuneJob.from_config(cfg, work_dir, evaluate=False))
     emit(json.loads((Path(work_dir) / "cost.json").read_text()))
 
 

@@ -138,6 +138,11 @@ def test_lower_layers_do_not_import_higher_ones(low, high):
     assert high not in package_graph()[low], f"drcl.{low} imports drcl.{high}"
 
 
+# The files of a stage that may read the root config: its job (``from_config``), its runner and
+# its command line.
+STAGE_FILES = ("job.py", "runner.py", "cli.py")
+
+
 def _reads_root_config(path: Path) -> bool:
     text = path.read_text()
     if "cfg: Any" in text:
@@ -151,13 +156,13 @@ def _reads_root_config(path: Path) -> bool:
 
 def test_only_runners_and_cli_read_the_root_config():
     """Below the runners, functions take config sections or keyword arguments: the root
-    ``Config`` (and ``cfg: Any``) appears only in ``*/runner.py``, ``*/cli.py``, ``cli/`` and
-    ``config/``."""
+    ``Config`` (and ``cfg: Any``) appears only in ``*/job.py`` (a stage's ``from_config``),
+    ``*/runner.py``, ``*/cli.py``, ``cli/`` and ``config/``."""
     offenders = [
         str(path.relative_to(SRC))
         for path in SRC.rglob("*.py")
         if path.relative_to(SRC).parts[0] not in ("cli", "config")
-        and path.name not in ("runner.py", "cli.py")
+        and path.name not in STAGE_FILES
         and _reads_root_config(path)
     ]
     assert not offenders, offenders
@@ -190,7 +195,7 @@ def test_no_root_config_parameter_below_the_runners():
         str(path.relative_to(SRC)): bad
         for path in SRC.rglob("*.py")
         if path.relative_to(SRC).parts[0] not in ("cli", "config")
-        and path.name not in ("runner.py", "cli.py")
+        and path.name not in STAGE_FILES
         and (bad := _untyped_cfg_params(path))
     }
     assert not offenders, offenders
@@ -199,22 +204,13 @@ def test_no_root_config_parameter_below_the_runners():
 # The functions outside config/ that still take the root Config (issue 21: each stage is to
 # read it in one ``from_config`` only). A function may leave this list, none may join it.
 ROOT_CONFIG_READERS = {
-    "ablation/curve/runner.py": {"_eval_config", "_point"},
-    "ablation/runner.py": {"canonical_recipe", "run_row_seed"},
-    "analysis/runner.py": {"_load_detector", "run_attention", "simulate_box_composition"},
-    "finetune/runner.py": {
-        "build_finetune_data",
-        "build_detector_from_config",
-        "train_detector",
-        "run_finetune",
-        "evaluate_model",
-        "evaluate_detector",
-        "evaluate_checkpoint",
-    },
+    "analysis/job.py": {"from_config"},
+    "analysis/runner.py": {"simulate_box_composition"},
+    "finetune/job.py": {"from_config"},
     "predict/runner.py": {"from_config"},
     "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
     "pretrain/runner.py": {"run_pretrain", "build_drcl_model"},
-    "proposals/runner.py": {"detector_config", "run_detector_proposals", "run_proposals"},
+    "proposals/job.py": {"from_config"},
 }
 
 

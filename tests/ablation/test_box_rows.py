@@ -31,7 +31,8 @@ def calls(monkeypatch):
         out.write_text("w")
         return out
 
-    def fake_finetune(cfg, work_dir, init=None, resume=False):
+    def fake_finetune(cfg):  # a FinetuneJob
+        work_dir = cfg.work_dir
         log.append(("finetune", cfg.finetune.init, cfg.model.weights, Path(work_dir)))
         metrics = Path(work_dir) / "eval" / "metrics_bbox.json"
         metrics.parent.mkdir(parents=True)

@@ -74,7 +74,9 @@ def curve_file(tmp_path):
 def test_run_curve_one_run_evaluated_on_tune_and_resumed(curve_file, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def train(cfg, work_dir, init=None, resume=False, stage="finetune"):
+    def train(cfg):  # a FinetuneJob
+        work_dir = cfg.work_dir
+        assert cfg.stage == "finetune_curve" and cfg.resume
         calls.append(("train", cfg.train.max_iters, cfg.train.checkpoint_every, cfg.model.weights))
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         for i in (100, 200, 300):
@@ -82,7 +84,8 @@ def test_run_curve_one_run_evaluated_on_tune_and_resumed(curve_file, tmp_path, m
             path.write_text(f"checkpoint {i}")
             Path(f"{path}.sha256").write_text(sha256_of(path))
 
-    def evaluate(cfg, checkpoint, work_dir, iou_types=None):
+    def evaluate(cfg):  # an EvaluateJob
+        checkpoint, work_dir = cfg.checkpoint, cfg.out_dir
         it = int(Path(checkpoint).stem.split("_")[1])
         calls.append(("eval", it, cfg.data.val_ann, cfg.data.val_images, cfg.model.weights))
         Path(work_dir).mkdir(parents=True, exist_ok=True)

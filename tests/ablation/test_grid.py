@@ -175,7 +175,8 @@ def stages(monkeypatch):
         out.write_text("w")
         return out
 
-    def finetune(cfg, work_dir, init=None, resume=False):
+    def finetune(cfg):  # a FinetuneJob
+        work_dir = cfg.work_dir
         row, seed = Path(work_dir).parts[-3], int(Path(work_dir).parts[-2][4:])
         log.append(("finetune", row, seed, cfg.train.max_iters))
         ap = 0.2 + 0.01 * seed + (0.02 if row.startswith("full") else 0.0)
@@ -183,8 +184,9 @@ def stages(monkeypatch):
         metrics = {"AP": ap, "AP50": ap, "APr": ap / 2, "APc": ap, "APf": ap}
         (Path(work_dir) / "eval" / "metrics_bbox.json").write_text(json.dumps(metrics))
 
-    def proposals(cfg, out):
-        log.append(("proposals", cfg.pretrain.proposals.source, cfg.pretrain.proposals.top_n))
+    def proposals(job):
+        out = job.out
+        log.append(("proposals", job.proposals.source, job.proposals.top_n))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text("[]")
         return Path(out)

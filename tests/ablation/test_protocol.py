@@ -19,6 +19,7 @@ from drcl.ablation.runner import (
 )
 from drcl.cli.main import main
 from drcl.config import ConfigError, load_config
+from drcl.finetune.job import FinetuneJob
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEMO = CONFIGS / "ablate" / "demo.yaml"
@@ -123,16 +124,21 @@ def test_a_pretraining_only_row_override_is_fair(tmp_path):
     assert set(plans[0]) == {"generic", "equal_compute", "hcl", "full"}
 
 
+def _job(overrides=()):
+    """A fine-tuning job of the demo recipe (what check_fair compares)."""
+    return FinetuneJob.from_config(load_config(CONFIGS / "finetune/demo.yaml", overrides), "w")
+
+
 def test_check_fair_names_every_differing_key_and_the_equal_compute_schedule():
-    base = load_config(CONFIGS / "finetune/demo.yaml")
-    other = load_config(CONFIGS / "finetune/demo.yaml", ["train.lr=0.1", "train.batch_size=4"])
+    base = _job()
+    other = _job(["train.lr=0.1", "train.batch_size=4"])
     with pytest.raises(UnfairComparisonError) as err:
         check_fair({"generic": base, "full": other})
     assert "train.batch_size" in str(err.value) and "train.lr" in str(err.value)
     # the init keys alone may differ
-    init = load_config(CONFIGS / "finetune/demo.yaml", [f"{k}=x.safetensors" for k in INIT_KEYS])
+    init = _job([f"{k}=x.safetensors" for k in INIT_KEYS])
     assert check_fair({"generic": base, "full": init}) == check_fair({"generic": base})
-    longer = load_config(CONFIGS / "finetune/demo.yaml", ["train.max_iters=999"])
+    longer = _job(["train.max_iters=999"])
     check_fair({"generic": base, "equal_compute": longer})  # its schedule is checked apart
     with pytest.raises(UnfairComparisonError, match="equal_compute=999 vs 320"):
         check_fair({"generic": base, "equal_compute": longer}, equal_iters=320)
@@ -140,6 +146,8 @@ def test_check_fair_names_every_differing_key_and_the_equal_compute_schedule():
         check_fair({"generic": base, "hcl": longer})
     with pytest.raises(ValueError, match="no rows"):
         check_fair({})
+    # a pre-training key is not part of the recipe: fine-tuning does not read it
+    assert check_fair({"generic": base, "full": _job(["pretrain.lcl.weight=0"])})
 
 
 def test_bad_ablation_files_are_rejected(tmp_path):

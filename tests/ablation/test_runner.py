@@ -32,7 +32,8 @@ def stub_training(monkeypatch):
         out.write_text("w")
         return out
 
-    def finetune(cfg, work_dir, init=None, resume=False):
+    def finetune(cfg):  # a FinetuneJob: the config sections it reads, and its run folder
+        work_dir = cfg.work_dir
         row, seed = Path(work_dir).parts[-3], int(Path(work_dir).parts[-2][4:])
         calls.append(("finetune", row, cfg.train.seed, cfg.finetune.init, cfg.model.weights))
         (Path(work_dir) / "eval").mkdir(parents=True)
@@ -128,3 +129,32 @@ def test_smoke_grid_end_to_end(tiny_overrides, tmp_path):
     assert (
         work / "full" / "seed1" / "finetune" / "model_final.safetensors"
     ).stat().st_mtime == mtime
+
+
+def test_stage_config_is_the_one_builder_of_the_grid_configs(tmp_path):
+    """Each stage's config: the recipe file with the shared, the stage's, the row's overrides,
+    the seed and the stage's inputs, in that order (a later one wins)."""
+    from drcl.ablation.runner import load_ablate_config, pretrain_config, stage_config
+    from drcl.config import load_config
+
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        f"pretrain_config: {CONFIGS / 'pretrain/demo.yaml'}\n"
+        f"finetune_config: {CONFIGS / 'finetune/demo.yaml'}\n"
+        "rows: [generic, hcl]\n"
+        "overrides: [train.lr=0.03, train.seed=9]\n"
+        "finetune_overrides: [train.lr=0.01]\n"
+        "row_overrides: {hcl: [pretrain.hcl.temperature=0.3, pretrain.lcl.weight=0.5]}\n"
+    )
+    cfg = load_ablate_config(path)
+    ft = stage_config(cfg, "finetune", seed=2)
+    assert (ft.train.lr, ft.train.seed) == (0.01, 2)  # the stage's own over the shared ones
+    assert ft == load_config(CONFIGS / "finetune/demo.yaml", ["train.lr=0.01", "train.seed=2"])
+    pre = stage_config(cfg, "pretrain", "hcl", 1, ["model.weights=g.safetensors"])
+    assert (pre.train.lr, pre.train.seed, pre.model.weights) == (0.03, 1, "g.safetensors")
+    # the row's terms (hcl alone: lcl off), then its own overrides (lcl.weight 0.5 wins)
+    assert (pre.pretrain.hcl.temperature, pre.pretrain.lcl.weight) == (0.3, 0.5)
+    assert (pre.pretrain.ar.weight, pre.pretrain.drb.enabled) == (0.0, False)
+    assert pre == pretrain_config(cfg, "hcl", 1, "g.safetensors")
+    with pytest.raises(ValueError, match="stage 'eval': allowed pretrain, box, finetune"):
+        stage_config(cfg, "eval")

@@ -36,7 +36,8 @@ def test_rows_are_evaluated_on_tune_once(grid, monkeypatch):
     path, work = grid
     calls = []
 
-    def evaluate(cfg, checkpoint, out, iou_types=None):
+    def evaluate(cfg):  # an EvaluateJob
+        checkpoint, out = cfg.checkpoint, cfg.out_dir
         row, seed = Path(checkpoint).parts[-4], int(Path(checkpoint).parts[-3][4:])
         calls.append((row, seed, cfg.data.val_ann, cfg.data.val_images, cfg.finetune.init))
         ap = {"generic": 0.20, "full": 0.21, "full_sup": 0.25}[row] + 0.01 * seed

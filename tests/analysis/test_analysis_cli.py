@@ -113,7 +113,7 @@ def test_weight_norms_command(tmp_path, capsys):
 
 def test_attention_command(tmp_path, capsys):
     from drcl.config import load_config
-    from drcl.finetune.runner import build_detector_from_config
+    from drcl.finetune.runner import detector_for
 
     gt, _ = gt_and_train(tmp_path)
     (tmp_path / "images").mkdir()
@@ -127,7 +127,7 @@ def test_attention_command(tmp_path, capsys):
     )
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
-    save_file(build_detector_from_config(cfg, 3).state_dict(), tmp_path / "m0.safetensors")
+    save_file(detector_for(cfg, 3).state_dict(), tmp_path / "m0.safetensors")
     out = tmp_path / "att"
     argv = ["analyze", "attention", "--config", str(cfg_path), "--ckpt",
             f"base={tmp_path / 'm0.safetensors'}", "--images", "1", "--out", str(out)]  # fmt: skip

@@ -174,8 +174,8 @@ def test_a_bad_config_is_refused_before_the_folder_is_moved(tmp_path):
 def test_evaluating_another_split_never_touches_the_run_eval(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def evaluate_checkpoint(cfg, checkpoint, work_dir, iou_types):
-        calls.append(work_dir)
+    def evaluate_checkpoint(job):
+        calls.append(str(job.out_dir))
         return {"bbox": {"AP": 0.5}}
 
     monkeypatch.setattr("drcl.finetune.runner.evaluate_checkpoint", evaluate_checkpoint)

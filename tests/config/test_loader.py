@@ -128,3 +128,22 @@ def test_derive_config_merges_checks_and_leaves_the_input_alone():
         derive_config(base, {"finetune.arch": "atss"})  # ce is not a one-stage loss
     with pytest.raises(ConfigError):
         derive_config(base, {"train.no_such_key": 1})
+
+
+def test_job_section_is_a_read_only_copy_with_its_required_keys_named():
+    from omegaconf.errors import ReadonlyConfigError
+
+    from drcl.config import Config, job_section
+
+    cfg = load_config(None, ["data.train_ann=t.json", "pretrain.proposals.top_n=7"])
+    data = job_section(cfg, "data", ("train_ann",))
+    cfg.data.train_ann = "other.json"  # the copy does not follow
+    assert data.train_ann == "t.json"
+    with pytest.raises(ReadonlyConfigError):
+        data.train_ann = "x.json"
+    assert job_section(cfg, "pretrain.proposals").top_n == 7  # a dotted section
+    with pytest.raises(ConfigError, match=r"^data\.val_images is required: set it in the config"):
+        job_section(cfg, "data", ("train_ann", "val_images"))
+    assert job_section(Config(), "model").depth == 18  # a dataclass built in code
+    with pytest.raises(ConfigError, match="no section 'nothing'"):
+        job_section(cfg, "nothing")

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from drcl.config import load_config
 from drcl.config.schema import Config
-from drcl.proposals.runner import detector_config
+from drcl.proposals.job import ProposalsJob, detector_changes
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 DEMOS = [ROOT / "pretrain" / "demo.yaml", ROOT / "finetune" / "demo.yaml"]
@@ -76,11 +76,12 @@ def test_recipe_inherits_no_demo_scale_value(path: Path) -> None:
 
 
 def test_detector_budget_is_dataset_proportional() -> None:
-    cfg = load_config(ROOT / "pretrain" / "lvis_v1_r50_1x.yaml")
-    det = detector_config(cfg, Path("agnostic.json"))
+    detector = ["pretrain.proposals.source=detector"]
+    cfg = load_config(ROOT / "pretrain" / "lvis_v1_r50_1x.yaml", detector)
+    det = ProposalsJob.from_config(cfg, "p.json").detector
     assert (det.train.max_iters, det.train.epochs) == (0, 12)  # engine: epochs * ceil(N / 16)
-    demo = load_config(ROOT / "pretrain" / "demo.yaml", ["pretrain.proposals.source=detector"])
-    det = detector_config(demo, Path("agnostic.json"))
+    demo = load_config(ROOT / "pretrain" / "demo.yaml", detector)
+    det = ProposalsJob.from_config(demo, "p.json").detector
     assert det.train.max_iters == demo.pretrain.proposals.detector_iters == 200
     with pytest.raises(ValueError, match="detector_epochs': got -1, must be >= 0"):
         load_config(None, ["pretrain.proposals.detector_epochs=-1"])  # refused at load time
@@ -89,7 +90,7 @@ def test_detector_budget_is_dataset_proportional() -> None:
         OmegaConf.structured(Config), {"pretrain": {"proposals": {"detector_epochs": -1}}}
     )
     with pytest.raises(ValueError, match="detector_epochs"):
-        detector_config(bad, Path("agnostic.json"))
+        detector_changes(bad.pretrain.proposals, Path("agnostic.json"))
 
 
 def test_the_check_catches_a_demo_value() -> None:

@@ -11,7 +11,7 @@ import torch
 from drcl.cli.main import main
 from drcl.data.categories import CategoryRecord, CategoryTable
 from drcl.detection.model import load_pretrained
-from drcl.finetune.runner import build_detector_from_config, save_detector
+from drcl.finetune.runner import detector_for, save_detector
 
 
 def _table(names, source="x.json"):
@@ -27,7 +27,7 @@ NAMES5 = ["class3", "new_a", "class40", "class7", "new_b"]  # 3 shared with the 
 
 def _init_file(tmp_path, cfg, names=NAMES48, record=True):
     torch.manual_seed(1)
-    src = build_detector_from_config(cfg, num_classes=len(names))
+    src = detector_for(cfg, num_classes=len(names))
     path = tmp_path / "init" / "model_final.safetensors"
     save_detector(src, path, _table(names) if record else None)
     return src.state_dict(), path
@@ -48,7 +48,7 @@ def test_48_class_init_onto_5_classes_skips_the_class_layers(tiny_config, tmp_pa
     cfg = tiny_config(arch, "focal" if arch == "fcos" else "ce")
     src, path = _init_file(tmp_path, cfg)
     torch.manual_seed(2)
-    model = build_detector_from_config(cfg, num_classes=5)
+    model = detector_for(cfg, num_classes=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = load_pretrained(model, path, verbose=False, categories=_table(NAMES5))
     after = model.state_dict()
@@ -66,7 +66,7 @@ def test_match_by_name_copies_rows_of_shared_classes(tiny_config, tmp_path):
     cfg = tiny_config()
     src, path = _init_file(tmp_path, cfg)
     torch.manual_seed(2)
-    model = build_detector_from_config(cfg, num_classes=5)
+    model = detector_for(cfg, num_classes=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = load_pretrained(
         model, path, verbose=False, categories=_table(NAMES5), keep_classes="match_by_name"
@@ -87,7 +87,7 @@ def test_match_by_name_copies_rows_of_shared_classes(tiny_config, tmp_path):
 def test_match_by_name_dense_head_rows(tiny_config, tmp_path):
     cfg = tiny_config("retinanet", "focal")
     src, path = _init_file(tmp_path, cfg)
-    model = build_detector_from_config(cfg, num_classes=5)
+    model = detector_for(cfg, num_classes=5)
     load_pretrained(
         model, path, verbose=False, categories=_table(NAMES5), keep_classes="match_by_name"
     )
@@ -101,7 +101,7 @@ def test_match_by_name_dense_head_rows(tiny_config, tmp_path):
 def test_same_count_other_names_is_skipped_and_no_record_is_noted(tiny_config, tmp_path):
     cfg = tiny_config()
     _, path = _init_file(tmp_path, cfg, names=["a", "b", "c", "d", "e"])
-    model = build_detector_from_config(cfg, num_classes=5)
+    model = detector_for(cfg, num_classes=5)
     report = load_pretrained(model, path, verbose=False, categories=_table(NAMES5))
     assert "skipped (the init's category record names other classes)" in report.table()
     # the same names: loaded, no note

@@ -12,7 +12,8 @@ from PIL import Image
 from drcl.data.categories import CategoryTable
 from drcl.data.dataset import DetectionDataset
 from drcl.detection.inference import merge_detections, rank_file, run_inference
-from drcl.finetune.runner import build_detector_from_config, evaluate_checkpoint
+from drcl.finetune.job import EvaluateJob
+from drcl.finetune.runner import detector_for, evaluate_checkpoint
 
 try:
     from pycocotools import mask as mask_utils
@@ -60,7 +61,7 @@ def dataset(tmp_path):
 
 def _model(cfg):
     torch.manual_seed(0)
-    return build_detector_from_config(cfg, num_classes=len(CAT_IDS)).eval()
+    return detector_for(cfg, num_classes=len(CAT_IDS)).eval()
 
 
 def _check_records(records, iou_type="bbox"):
@@ -133,12 +134,10 @@ def test_evaluate_checkpoint_end_to_end(tiny_config, dataset, tmp_path):
     cfg = tiny_config("faster_rcnn", "ecm")  # a loss needing frequencies for training only
     cfg.data.val_ann = cfg.data.train_ann = str(dataset.index.path)
     cfg.data.val_images = str(dataset.image_dir)
-    model = build_detector_from_config(
-        cfg, num_classes=3, class_freqs=torch.tensor([1.0, 2.0, 3.0])
-    )
+    model = detector_for(cfg, num_classes=3, class_freqs=torch.tensor([1.0, 2.0, 3.0]))
     ckpt = tmp_path / "ckpt_0000010.pt"
     torch.save({"model": model.state_dict(), "iteration": 10}, ckpt)
-    result = evaluate_checkpoint(cfg, ckpt, tmp_path / "eval", ("bbox",))
+    result = evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval", ("bbox",)))
     assert set(result) == {"bbox"}
     metrics = result["bbox"]
     assert metrics["num_images"] == 3 and 0.0 <= metrics["AP"] <= 1.0
@@ -151,8 +150,8 @@ def test_evaluate_checkpoint_rejects_a_mismatched_checkpoint(tiny_config, datase
     cfg.data.val_ann, cfg.data.val_images = str(dataset.index.path), str(dataset.image_dir)
     cfg.data.train_ann = cfg.data.val_ann
     ckpt = tmp_path / "other.pt"
-    torch.save({"model": build_detector_from_config(cfg, num_classes=5).state_dict()}, ckpt)
+    torch.save({"model": detector_for(cfg, num_classes=5).state_dict()}, ckpt)
     with pytest.raises(ValueError, match="other.pt: .*box_predictor"):
-        evaluate_checkpoint(cfg, ckpt, tmp_path / "eval")
+        evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval"))
     with pytest.raises(ValueError, match="needs finetune.arch=mask_rcnn"):
-        evaluate_checkpoint(cfg, ckpt, tmp_path / "eval", ("segm",))
+        EvaluateJob.from_config(cfg, ckpt, tmp_path / "eval", ("segm",))

@@ -14,7 +14,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN
 from drcl.config.schema import ARCH_FAMILIES, LOSSES_BY_ARCH, Arch
 from drcl.detection.model import load_pretrained
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.losses.longtail import prior_bias
 
 from .test_roi_heads import _images_targets
@@ -35,7 +35,7 @@ FREQS = torch.tensor([3.0, 40.0, 0.0, 250.0])
 )
 def test_train_losses_finite_and_eval_detections_capped(tiny_config, arch, loss):
     torch.manual_seed(0)
-    model = build_detector_from_config(tiny_config(arch, loss), num_classes=4, class_freqs=FREQS)
+    model = detector_for(tiny_config(arch, loss), num_classes=4, class_freqs=FREQS)
     assert isinstance(model, MaskRCNN if arch == "mask_rcnn" else FasterRCNN)
     assert isinstance(model.roi_heads, LongTailRoIHeads) and model.roi_heads.cls_loss.name == loss
     images, targets = _images_targets()
@@ -62,7 +62,7 @@ def test_config_reaches_the_detector(tiny_config):
     cfg = tiny_config("faster_rcnn", "bce")
     cfg.finetune.detections_per_img, cfg.finetune.nms_thresh = 11, 0.4
     cfg.finetune.score_thresh, cfg.finetune.box_batch_size_per_image = 0.02, 24
-    model = build_detector_from_config(cfg, num_classes=4)
+    model = detector_for(cfg, num_classes=4)
     heads = model.roi_heads
     assert (heads.detections_per_img, heads.nms_thresh, heads.score_thresh) == (11, 0.4, 0.02)
     assert heads.fg_bg_sampler.batch_size_per_image == 24
@@ -79,14 +79,14 @@ def test_config_reaches_the_detector(tiny_config):
 
 
 def test_lvis_test_settings_are_the_defaults(tiny_config):
-    heads = build_detector_from_config(tiny_config(), num_classes=3).roi_heads
+    heads = detector_for(tiny_config(), num_classes=3).roi_heads
     assert (heads.score_thresh, heads.detections_per_img, heads.nms_thresh) == (1e-4, 300, 0.5)
 
 
 def test_cosine_classifier_option(tiny_config):
     cfg = tiny_config()
     cfg.finetune.cosine_classifier, cfg.finetune.cosine_scale = True, 10.0
-    model = build_detector_from_config(cfg, num_classes=4)
+    model = detector_for(cfg, num_classes=4)
     assert isinstance(model.roi_heads.box_predictor, CosineFastRCNNPredictor)
     assert model.roi_heads.box_predictor.scale == 10.0
 
@@ -99,11 +99,11 @@ def test_bad_config_values(tiny_config):
     cfg = tiny_config()
     cfg.finetune.arch = "retinanet"  # with the R-CNN loss 'ce' (load_config rejects it earlier)
     with pytest.raises(ValueError, match="'ce' for a one-stage detector, allowed: focal, ecm, efl"):
-        build_detector_from_config(cfg, 4)
+        detector_for(cfg, 4)
     with pytest.raises(ValueError, match="needs class_freqs"):
-        build_detector_from_config(tiny_config(loss="federated"), 4)
+        detector_for(tiny_config(loss="federated"), 4)
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
-        build_detector_from_config(tiny_config(), 0)
+        detector_for(tiny_config(), 0)
 
 
 # ---- load_pretrained ---------------------------------------------------------------------------
@@ -119,11 +119,11 @@ def _pretrained_file(model, path, extra=None):
 
 def test_load_pretrained_reports_loaded_missing_unexpected(tiny_config, tmp_path, capsys):
     torch.manual_seed(0)
-    source = build_detector_from_config(tiny_config(), num_classes=4)
+    source = detector_for(tiny_config(), num_classes=4)
     path = tmp_path / "pre.safetensors"
     saved = _pretrained_file(source, path, {"projector.0.weight": torch.ones(2, 2)})
     torch.manual_seed(1)
-    target = build_detector_from_config(tiny_config(), num_classes=4)
+    target = detector_for(tiny_config(), num_classes=4)
     report = load_pretrained(target, path)
     assert set(report.loaded) == set(saved) - {"projector.0.weight"}
     assert report.unexpected == ["projector.0.weight"]
@@ -144,7 +144,7 @@ def _prefixes():
 
 
 def test_load_pretrained_wrong_file(tiny_config, tmp_path):
-    model = build_detector_from_config(tiny_config(), num_classes=4)
+    model = detector_for(tiny_config(), num_classes=4)
     path = tmp_path / "resnet_classifier.safetensors"
     save_file(
         {"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}, str(path)
@@ -159,23 +159,21 @@ def test_load_pretrained_shape_mismatch_names_key_and_shapes(tiny_config, tmp_pa
     cfg = tiny_config()
     cfg.model.fpn_channels = 16
     path = tmp_path / "fpn16.safetensors"
-    _pretrained_file(build_detector_from_config(cfg, num_classes=4), path)
+    _pretrained_file(detector_for(cfg, num_classes=4), path)
     with pytest.raises(
         ValueError,
         match=r"key 'backbone.fpn.inner_blocks.0.0.weight' has shape "
         r"\(16, 64, 1, 1\) in the file but \(32, 64, 1, 1\) in the model",
     ):
-        load_pretrained(
-            build_detector_from_config(tiny_config(), num_classes=4), path, verbose=False
-        )
+        load_pretrained(detector_for(tiny_config(), num_classes=4), path, verbose=False)
 
 
 def test_load_pretrained_from_torch_checkpoint_with_model_key(tiny_config, tmp_path):
     torch.manual_seed(0)
-    source = build_detector_from_config(tiny_config(), num_classes=4)
+    source = detector_for(tiny_config(), num_classes=4)
     path = tmp_path / "ckpt.pt"
     torch.save({"model": source.state_dict(), "iteration": 3}, path)
-    target = build_detector_from_config(tiny_config(), num_classes=4)
+    target = detector_for(tiny_config(), num_classes=4)
     report = load_pretrained(target, path, verbose=False)
     assert report.missing == [] and report.unexpected == []
     for key, value in target.state_dict().items():
@@ -188,6 +186,6 @@ def test_every_arch_builds_the_family_the_table_names(tiny_config, arch):
     name, the detector class built and the masks all follow it."""
     family = ARCH_FAMILIES[arch]
     assert Arch(arch).value == arch and LOSSES_BY_ARCH[arch] == family.losses
-    model = build_detector_from_config(tiny_config(arch, family.losses[0]), 4, class_freqs=FREQS)
+    model = detector_for(tiny_config(arch, family.losses[0]), 4, class_freqs=FREQS)
     assert isinstance(model, MaskRCNN) == family.masks
     assert isinstance(model, FasterRCNN) == (not family.one_stage)  # MaskRCNN is a FasterRCNN

@@ -17,7 +17,7 @@ from drcl.detection.one_stage import (
     centerness_targets,
 )
 from drcl.export.convert import export_state
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.models.backbone import build_resnet_fpn
 
 from .test_roi_heads import _images_targets
@@ -43,7 +43,7 @@ def test_train_losses_finite_and_eval_capped_with_labels_1_to_c(tiny_config, arc
     torch.manual_seed(0)
     cfg = _one_stage(tiny_config, arch, loss)
     cfg.finetune.detections_per_img = 20
-    model = build_detector_from_config(cfg, num_classes=4, class_freqs=FREQS)
+    model = detector_for(cfg, num_classes=4, class_freqs=FREQS)
     assert isinstance(model, {"retinanet": RetinaNet, "fcos": FCOS, "atss": ATSS}[arch])
     images, targets = _targets()
     losses = model.train()(images, targets)
@@ -62,7 +62,7 @@ def test_train_losses_finite_and_eval_capped_with_labels_1_to_c(tiny_config, arc
 
 def test_atss_defaults_follow_mmdet_atss_r50_fpn_1x(tiny_config):
     cfg = tiny_config("atss", "focal")
-    model = build_detector_from_config(cfg, num_classes=4)
+    model = detector_for(cfg, num_classes=4)
     ft = cfg.finetune
     assert (ft.focal_alpha, ft.focal_gamma, ft.giou_weight, ft.atss_topk) == (0.25, 2.0, 2.0, 9)
     assert (ft.score_thresh, ft.detections_per_img) == (1e-4, 300)  # LVIS test settings
@@ -109,7 +109,7 @@ def _pretrain_file(path, fpn=32):
 
 def test_2drcl_weights_load_p3_p5_and_p6_p7_heads_start_fresh(tiny_config, tmp_path, capsys):
     bb, state = _pretrain_file(tmp_path / "pre.safetensors")
-    model = build_detector_from_config(_one_stage(tiny_config, "atss"), num_classes=4)
+    model = detector_for(_one_stage(tiny_config, "atss"), num_classes=4)
     report = load_pretrained(model, tmp_path / "pre.safetensors")
     own = model.state_dict()
     body = [k for k in state if k.startswith("backbone.body.")]
@@ -148,7 +148,7 @@ def test_2drcl_weights_load_p3_p5_and_p6_p7_heads_start_fresh(tiny_config, tmp_p
 def test_retinanet_and_fcos_take_2drcl_weights_too(tiny_config, tmp_path, capsys):
     _pretrain_file(tmp_path / "pre.safetensors")
     for arch in ("retinanet", "fcos"):
-        model = build_detector_from_config(_one_stage(tiny_config, arch), num_classes=4)
+        model = detector_for(_one_stage(tiny_config, arch), num_classes=4)
         report = load_pretrained(model, tmp_path / "pre.safetensors", verbose=False)
         assert sum(k.startswith("backbone.fpn.") for k in report.loaded) == 12
 
@@ -177,7 +177,7 @@ MM_ATSS_HEAD = (
 def test_atss_exports_to_mmdet_head_names(tiny_config):
     cfg = _one_stage(tiny_config, "atss", "efl")
     cfg.finetune.head_convs = 2
-    model = build_detector_from_config(cfg, num_classes=4)
+    model = detector_for(cfg, num_classes=4)
     state = model.state_dict()
     out = export_state(state, "mmdet")
     keys = set(out.state)
@@ -205,7 +205,7 @@ def test_atss_exports_to_mmdet_head_names(tiny_config):
 
 
 def test_fcos_is_not_exported_with_atss_names(tiny_config):
-    model = build_detector_from_config(_one_stage(tiny_config, "fcos"), num_classes=4)
+    model = detector_for(_one_stage(tiny_config, "fcos"), num_classes=4)
     out = export_state(model.state_dict(), "mmdet")
     assert not any(k.startswith("bbox_head.") for k in out.state)
     assert any(k.startswith("head.") for k in out.unmapped)
@@ -241,7 +241,7 @@ def test_atss_initial_distances_centre_on_the_anchor(tiny_config):
     cfg = _one_stage(tiny_config, "atss")
     cfg.finetune.head_convs = 2
     torch.manual_seed(0)
-    model = build_detector_from_config(cfg, num_classes=4).eval()
+    model = detector_for(cfg, num_classes=4).eval()
     head = model.head.regression_head
     with torch.no_grad():
         feats = model.backbone(torch.rand(2, 3, 64, 64)).values()
@@ -252,7 +252,7 @@ def test_atss_initial_distances_centre_on_the_anchor(tiny_config):
 
 def test_atss_prediction_with_zero_weights_is_the_anchor_box(tiny_config):
     """exp(log 1/2) = 1/2 of the anchor side on each side: decoded, the anchor itself."""
-    model = build_detector_from_config(_one_stage(tiny_config, "atss"), num_classes=4)
+    model = detector_for(_one_stage(tiny_config, "atss"), num_classes=4)
     reg = model.head.regression_head.bbox_reg
     assert isinstance(reg, ExpDistanceConv2d)
     assert torch.allclose(reg.bias, torch.full((4,), 0.5).log())
@@ -262,5 +262,5 @@ def test_atss_prediction_with_zero_weights_is_the_anchor_box(tiny_config):
     distances = reg(torch.rand(1, reg.in_channels, 1, 2)).permute(0, 2, 3, 1).reshape(-1, 4)
     boxes = model.head.box_coder.decode(distances, anchors)
     assert torch.allclose(boxes, anchors)
-    fcos = build_detector_from_config(_one_stage(tiny_config, "fcos"), num_classes=4)
+    fcos = detector_for(_one_stage(tiny_config, "fcos"), num_classes=4)
     assert not isinstance(fcos.head.regression_head.bbox_reg, ExpDistanceConv2d)  # torchvision's

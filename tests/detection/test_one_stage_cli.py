@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from drcl.ablation.runner import load_ablate_config
 from drcl.cli.main import main
 from drcl.config import load_config
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.models.backbone import build_resnet_fpn
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -79,7 +79,7 @@ def test_ablate_and_demo_overrides_reach_a_one_stage_detector():
     assert list(abl.rows) == ["generic", "full"] and abl.baseline == "generic"
     # `drcl demo` / `drcl ablate` with the R-CNN demo recipe: arch and loss switched by overrides
     cfg = load_config(ROOT / "finetune/demo.yaml", ["finetune.arch=atss", "finetune.loss=focal"])
-    model = build_detector_from_config(cfg, num_classes=3, class_freqs=torch.ones(3))
+    model = detector_for(cfg, num_classes=3, class_freqs=torch.ones(3))
     assert type(model).__name__ == "ATSS"
 
 

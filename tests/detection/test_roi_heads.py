@@ -10,7 +10,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 
 from drcl.detection.roi_heads import CosineFastRCNNPredictor, LongTailRoIHeads
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.losses.longtail import build_classification_loss
 
 
@@ -63,7 +63,7 @@ def _features_and_proposals(model, images, targets):
 
 def test_softmax_ce_heads_equal_torchvision(tiny_config):
     torch.manual_seed(0)
-    model = build_detector_from_config(tiny_config("mask_rcnn", "ce"), num_classes=4).train()
+    model = detector_for(tiny_config("mask_rcnn", "ce"), num_classes=4).train()
     ours, theirs = model.roi_heads, _torchvision_heads(model.roi_heads)
     images, targets = _images_targets()
     feats, props, sizes, tgts = _features_and_proposals(model, images, targets)

@@ -96,6 +96,7 @@ RUN20 = ["train.max_iters=20", "train.log_every=1", "train.checkpoint_every=0"]
 
 
 def _run(stage: str, overrides: list[str], work) -> list[float]:
+    from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import train_detector
     from drcl.pretrain.runner import run_pretrain
 
@@ -104,7 +105,7 @@ def _run(stage: str, overrides: list[str], work) -> list[float]:
     if stage == "pretrain":
         run_pretrain(cfg, work)
     else:
-        train_detector(cfg, work)
+        train_detector(FinetuneJob.from_config(cfg, work))
     return _losses(work)
 
 

@@ -52,16 +52,17 @@ def test_checkpoint_mode_delegates(tmp_path, monkeypatch, capsys):
     gt, dets = lvis_case(seed=0)
     metrics = evaluate_detections(gt, dets)
 
-    def evaluate_checkpoint(cfg, checkpoint, work_dir, iou_types):
-        calls.append((cfg.finetune.arch, checkpoint, work_dir, iou_types))
-        return {t: metrics for t in iou_types}
+    def evaluate_checkpoint(job):
+        calls.append((job.finetune.arch, str(job.checkpoint), str(job.out_dir), job.iou_types))
+        return {t: metrics for t in job.iou_types}
 
     monkeypatch.setattr("drcl.finetune.runner.evaluate_checkpoint", evaluate_checkpoint)
-    cfg = _write(tmp_path / "cfg.yaml", {})
+    data = {"val_ann": _write(tmp_path / "gt.json", gt), "val_images": str(tmp_path)}
+    cfg = _write(tmp_path / "cfg.yaml", {"data": data})
     out = tmp_path / "m.json"
     argv = ["evaluate", "--config", cfg, "--checkpoint", "ck.safetensors", "--out", str(out)]
     assert main([*argv, "--work-dir", str(tmp_path / "w"), "finetune.arch=mask_rcnn"]) == 0
-    assert calls == [("mask_rcnn", "ck.safetensors", str(tmp_path / "w"), ["bbox", "segm"])]
+    assert calls == [("mask_rcnn", "ck.safetensors", str(tmp_path / "w"), ("bbox", "segm"))]
     assert json.loads(out.read_text()) == json_safe({"bbox": metrics, "segm": metrics})
     assert capsys.readouterr().out.count("frequency groups") == 2
     # without --out, the metrics go to WORK_DIR/metrics.json

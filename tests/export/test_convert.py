@@ -26,7 +26,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from drcl.config import Config
 from drcl.export.cli import cli_export
 from drcl.export.convert import export_state, import_state
-from drcl.finetune.runner import build_detector_from_config
+from drcl.finetune.runner import detector_for
 from drcl.models.backbone import build_resnet_fpn
 
 NORM4 = ["weight", "bias", "running_mean", "running_var"]
@@ -179,7 +179,7 @@ def _torchvision_sized_config(depth: int = 18) -> Config:
 
 def test_exported_torchvision_weights_load_into_torchvision_builders(tmp_path, capsys):
     torch.manual_seed(0)
-    ours = build_detector_from_config(_torchvision_sized_config(), num_classes=4)
+    ours = detector_for(_torchvision_sized_config(), num_classes=4)
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": ours.state_dict(), "optimizer": {}}, ckpt)
     out = tmp_path / "tv.safetensors"
@@ -196,7 +196,7 @@ def test_exported_torchvision_weights_load_into_torchvision_builders(tmp_path, c
 
 def test_pretrained_subset_loads_into_torchvision_with_only_heads_missing(tmp_path):
     torch.manual_seed(0)
-    ours = build_detector_from_config(_torchvision_sized_config(), num_classes=4)
+    ours = detector_for(_torchvision_sized_config(), num_classes=4)
     keep = ("backbone.", "roi_heads.box_head.")
     src = tmp_path / "pretrained.safetensors"
     save_file({k: v for k, v in ours.state_dict().items() if k.startswith(keep)}, str(src))

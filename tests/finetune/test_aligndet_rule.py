@@ -13,6 +13,7 @@ class _Stop(Exception):
 @pytest.mark.parametrize("rule", [False, True])
 def test_lr_and_wd_do_not_depend_on_the_init(rule, tiny_overrides, tmp_path, monkeypatch):
     from drcl.finetune import runner
+    from drcl.finetune.job import FinetuneJob
 
     seen = {}
 
@@ -25,7 +26,7 @@ def test_lr_and_wd_do_not_depend_on_the_init(rule, tiny_overrides, tmp_path, mon
     cfg = load_config(None, [*tiny_overrides, f"finetune.aligndet_rule={str(rule).lower()}"])
     for name, init in (("random", None), ("pre", "any.safetensors")):
         with pytest.raises(_Stop):
-            runner.train_detector(cfg, tmp_path / name, init=init)
+            runner.train_detector(FinetuneJob.from_config(cfg, tmp_path / name, init=init))
     lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
     expected = (lr * 1.5, wd / 2.0) if rule else (lr, wd)
     assert seen[str(tmp_path / "random")] == pytest.approx(expected)

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from drcl.data.categories import CategoryMismatchError, CategoryTable
+from drcl.finetune.job import EvaluateJob
 from drcl.finetune.runner import (
-    build_detector_from_config,
+    detector_for,
     evaluate_checkpoint,
     evaluate_detector,
     save_detector,
@@ -110,7 +111,8 @@ def _evaluate(case, val, name, allow=False):
     cfg.data.val_ann = str(root / f"{name}.json")
     cfg.data.allow_category_mismatch = allow
     out = root / f"eval_{name}"
-    return evaluate_detector(cfg, HandMadeDetector(), out, ["bbox"], table)["bbox"]
+    job = EvaluateJob.from_config(cfg, "unused", out)  # the data, detector and device to use
+    return evaluate_detector(job, HandMadeDetector(), out, ["bbox"], table)["bbox"]
 
 
 def _per_class(metrics):
@@ -190,7 +192,7 @@ def test_evaluate_checkpoint_uses_the_record_not_the_val_file(case, caplog):
     an extra one used to shift every label. The checkpoint's record decides both."""
     cfg, train, table, root = case
     torch.manual_seed(0)
-    model = build_detector_from_config(cfg, num_classes=table.num_classes)
+    model = detector_for(cfg, num_classes=table.num_classes)
     ckpt = root / "run" / "model_final.safetensors"
     save_detector(model, ckpt, table)
     val = copy.deepcopy(train)
@@ -201,7 +203,7 @@ def test_evaluate_checkpoint_uses_the_record_not_the_val_file(case, caplog):
     (root / "val.json").write_text(json.dumps(val))
     cfg.data.val_ann = str(root / "val.json")
     with caplog.at_level(logging.WARNING):
-        result = evaluate_checkpoint(cfg, ckpt, root / "ev", ("bbox",))
+        result = evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, root / "ev", ("bbox",)))
     assert result["bbox"]["num_images"] == len(SIZES)
     assert "2 only in the model (detections dropped): 7 'tram', 20 'bike'" in caplog.text
     dets = json.loads((root / "ev" / "detections_bbox.json").read_text())
@@ -210,10 +212,10 @@ def test_evaluate_checkpoint_uses_the_record_not_the_val_file(case, caplog):
 
 def test_checkpoint_without_record_falls_back_to_train_ann_with_a_warning(case, caplog):
     cfg, train, table, root = case
-    model = build_detector_from_config(cfg, num_classes=table.num_classes)
+    model = detector_for(cfg, num_classes=table.num_classes)
     ckpt = root / "plain" / "model.safetensors"
     save_detector(model, ckpt)  # no record, no categories.json next to it
     cfg.data.val_ann = cfg.data.train_ann
     with caplog.at_level(logging.WARNING):
-        evaluate_checkpoint(cfg, ckpt, root / "ev2", ("bbox",))
+        evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, root / "ev2", ("bbox",)))
     assert "no category record" in caplog.text and "data.train_ann=" in caplog.text

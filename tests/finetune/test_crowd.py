@@ -11,6 +11,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from drcl.detection.data import without_crowd
+from drcl.finetune.job import FinetuneJob
 from drcl.finetune.runner import train_detector
 
 OBJECT = [4.0, 4.0, 20.0, 24.0]  # xywh
@@ -74,7 +75,7 @@ def test_crowd_boxes_never_reach_rpn_or_roi_targets(tiny_config, tmp_path, monke
     cfg = tiny_config()
     cfg.data.train_ann, cfg.data.train_images = str(tmp_path / "train.json"), str(tmp_path / "img")
     cfg.train.batch_size, cfg.train.max_iters, cfg.train.warmup_iters = 2, 2, 1
-    train_detector(cfg, tmp_path / "run")
+    train_detector(FinetuneJob.from_config(cfg, tmp_path / "run", evaluate=False))
     for stage in ("rpn", "roi"):
         boxes = sorted(seen[stage])  # 2 iterations x 2 images, flipped or not
         assert len(boxes) == 4

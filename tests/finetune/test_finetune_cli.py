@@ -5,6 +5,12 @@ import json
 from safetensors.torch import load_file
 
 from drcl.cli.main import main
+from drcl.config import load_config
+from drcl.finetune.job import EvaluateJob, FinetuneJob
+from drcl.finetune.runner import evaluate_checkpoint, run_finetune
+from drcl.utils.run_dir import RunDir, read_metrics
+
+DEMO = "configs/finetune/demo.yaml"
 
 
 def test_finetune_evaluate_export(tiny_overrides, fast_overrides, tmp_path, capsys):
@@ -24,6 +30,7 @@ def test_finetune_evaluate_export(tiny_overrides, fast_overrides, tmp_path, caps
     first = json.loads((work / "eval" / "metrics_bbox.json").read_text())
     bbox = again.get("bbox", again)
     assert bbox["AP"] == first["AP"] and bbox["APr"] == first["APr"]  # checkpoint = final model
+    _runner_on_a_job_equals_the_command_line(work, over, tmp_path / "job", bbox)
 
     for target in ("torchvision", "detectron2", "mmdet"):
         dest = tmp_path / f"{target}.safetensors"
@@ -41,3 +48,21 @@ def test_finetune_evaluate_export(tiny_overrides, fast_overrides, tmp_path, caps
             == 0
         )
         assert load_file(dest)
+
+
+def _runner_on_a_job_equals_the_command_line(cli_run, over, job_dir, cli_eval):
+    """The runners driven by jobs (what the ablation and the demo do) give the numbers of the
+    command line: losses, evaluation, config.yaml; and `drcl evaluate --checkpoint`'s."""
+    cfg = load_config(DEMO, over)
+    run = run_finetune(FinetuneJob.from_config(cfg, job_dir))
+    assert run == RunDir(job_dir)
+    losses = [[{k: v for k, v in r.items() if k.startswith("loss")} for r in read_metrics(d)]
+              for d in (RunDir(cli_run).metrics, run.metrics)]  # fmt: skip
+    assert losses[0] and losses[0] == losses[1]
+    assert json.loads(run.eval_metrics().read_text()) == json.loads(
+        RunDir(cli_run).eval_metrics().read_text()
+    )
+    assert run.config.read_text() == RunDir(cli_run).config.read_text()
+    ckpt = cli_run / "ckpt_0000002.pt"
+    result = evaluate_checkpoint(EvaluateJob.from_config(cfg, ckpt, job_dir / "ev"))
+    assert result["bbox"]["AP"] == cli_eval["AP"] and result["bbox"]["APr"] == cli_eval["APr"]

@@ -17,7 +17,7 @@ from drcl.cli.main import main
 from drcl.config import Config, save_config
 from drcl.data.categories import CategoryTable
 from drcl.data.dataset import segmentation_to_mask
-from drcl.finetune.runner import build_detector_from_config, save_detector
+from drcl.finetune.runner import detector_for, save_detector
 
 
 def make_tiny_config(arch: str, loss: str) -> Config:
@@ -38,7 +38,7 @@ def _run_folder(tmp_path: Path, tiny_demo, arch: str, loss: str) -> Path:
     cfg.data.train_images, cfg.data.val_images = "unused", "unused"
     table = CategoryTable.from_coco(tiny_demo["train_ann"])
     torch.manual_seed(0)
-    model = build_detector_from_config(cfg, table.num_classes, torch.ones(table.num_classes))
+    model = detector_for(cfg, table.num_classes, torch.ones(table.num_classes))
     run = tmp_path / arch
     run.mkdir()
     save_config(cfg, run / "config.yaml")

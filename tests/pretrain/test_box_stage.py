@@ -31,6 +31,7 @@ def load_table_counts(text: str) -> dict[str, tuple[int, int, int]]:
 
 
 def test_2drcl_then_box_stage_then_finetune(tiny_overrides, fast_overrides, tmp_path, caplog):
+    from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import train_detector
     from drcl.pretrain.runner import run_pretrain
 
@@ -51,7 +52,7 @@ def test_2drcl_then_box_stage_then_finetune(tiny_overrides, fast_overrides, tmp_
 
     ft_cfg = load_config("configs/finetune/demo.yaml", [*fast, "model.norm=frozen_bn"])
     caplog.clear()
-    train_detector(ft_cfg, tmp_path / "ft", init=str(box))
+    train_detector(FinetuneJob.from_config(ft_cfg, tmp_path / "ft", init=str(box)))
     counts = load_table_counts(caplog.text)
     for part in ("backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head"):
         loaded, random, unexpected = counts[part]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drcl.ablation.rows import ROWS
-from drcl.config import ConfigError, load_config
+from drcl.config import ConfigError
 from drcl.engine.trainer import iters_per_epoch
 
 
@@ -77,11 +77,11 @@ def plan_grid(
     val_images: int | None = None,
 ) -> dict[str, Any]:
     """Iterations and estimated seconds of every row, the curve and the one-off stages."""
-    from drcl.ablation.runner import load_ablate_config, row_seed_count, stage_overrides
+    from drcl.ablation.runner import load_ablate_config, row_seed_count, stage_config
 
     cfg = load_ablate_config(config, overrides)
-    pre = load_config(cfg.pretrain_config, stage_overrides(cfg, "pretrain"))
-    ft = load_config(cfg.finetune_config, stage_overrides(cfg, "finetune"))
+    pre = stage_config(cfg, "pretrain")
+    ft = stage_config(cfg, "finetune")
     n_train = _count(pre.data.train_ann, train_images, "train_images")
     n_val = _count(ft.data.val_ann, val_images, "val_images")
     n_tune = _count(cfg.curve.eval_ann, val_images, "val_images") if cfg.curve.iters else 0
@@ -113,10 +113,7 @@ def plan_grid(
         rows.append(RowPlan(row, seeds, round(iters / ipe, 2), iters, ft_iters, pre_s, ft_s))
     once = {"generic": 0.0 if cfg.generic.weights else costs.generic_s}
     if cfg.proposals.rows:
-        det = load_config(
-            cfg.pretrain_config,
-            [*stage_overrides(cfg, "pretrain"), *cfg.proposals.overrides],
-        ).pretrain.proposals
+        det = stage_config(cfg, "pretrain", extra=cfg.proposals.overrides).pretrain.proposals
         det_iters = det.detector_epochs * ipe if det.detector_epochs else det.detector_iters
         once["proposals"] = (det_iters * pre_img * costs.finetune_s_per_image + n_train
                              * costs.eval_s_per_image) * costs.density  # fmt: skip

@@ -43,6 +43,8 @@ from drcl.ablation.dose import dose_in_epochs, dose_of, dose_overrides
 from drcl.ablation.results import CI_METHOD, METRICS, csv_table, markdown_table, summarize
 from drcl.ablation.rows import COMPONENTS, DEFAULT_ROWS, ROWS, RowSpec, component_overrides
 from drcl.config import Config, ConfigError, load_config
+from drcl.finetune.job import FinetuneJob
+from drcl.generic.job import GenericJob
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from drcl.utils.run_dir import RunDir
@@ -54,8 +56,8 @@ INIT_KEYS = ("finetune.init", "model.weights")
 # The equal-compute control fine-tunes longer by design (checked separately: exactly as long as
 # pre-training plus fine-tuning of a pre-trained row).
 EQUAL_COMPUTE_KEYS = ("train.max_iters",)
-# Fine-tuning does not read the pre-training section.
-UNUSED_SECTIONS = ("pretrain",)
+# What fine-tuning reads of the config (a FinetuneJob's sections; not ``pretrain``).
+FINETUNE_SECTIONS = ("data", "model", "train", "finetune")
 
 
 class UnfairComparisonError(ConfigError):
@@ -161,7 +163,7 @@ def resolve_grid(cfg: AblateConfig, work_dir: Path) -> AblateConfig:
     dose in epochs becomes the pre-training ``train.max_iters``, and the proposals file of the
     detector-proposal rows gets its path."""
     if cfg.pretrain_epochs > 0:
-        pre = load_config(cfg.pretrain_config, stage_overrides(cfg, "pretrain"))
+        pre = stage_config(cfg, "pretrain")
         dose = f"train.max_iters={dose_in_epochs(pre.data, pre.train, cfg.pretrain_epochs).iters}"
         if not cfg.pretrain_overrides or cfg.pretrain_overrides[-1] != dose:
             cfg.pretrain_overrides = [*cfg.pretrain_overrides, dose]
@@ -181,6 +183,41 @@ def stage_overrides(cfg: AblateConfig, stage: str) -> list[str]:
     return [*cfg.overrides, *own]
 
 
+def stage_config(
+    cfg: AblateConfig,
+    stage: str,
+    row: str | None = None,
+    seed: int | None = None,
+    extra: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """The one builder of the grid's stage configs (``pretrain``, ``box``, ``finetune``).
+
+    The stage's recipe file with, in this order: :func:`stage_overrides`; for ``row``, what the
+    row changes in that stage (pre-training: its 2DRCL terms, then ``row_overrides``, then its
+    detector proposals; other stages: ``row_overrides``); ``train.seed=seed``; then ``extra``
+    (the stage's inputs: weights, init, schedule length).
+    """
+    path = {"pretrain": cfg.pretrain_config, "box": cfg.box_config}.get(stage)
+    path = cfg.finetune_config if stage == "finetune" else path
+    if path is None:
+        raise ValueError(f"stage {stage!r}: allowed pretrain, box, finetune")
+    args = stage_overrides(cfg, stage)
+    if row is not None:
+        args += _row_overrides(cfg, stage, row)
+    if seed is not None:
+        args.append(f"train.seed={seed}")
+    return load_config(path, [*args, *extra])
+
+
+def _row_overrides(cfg: AblateConfig, stage: str, row: str) -> list[str]:
+    own = list(cfg.row_overrides.get(row, []))
+    if stage != "pretrain":
+        return own
+    components = ROWS[row].components
+    terms = component_overrides(components) if components is not None else []
+    return [*terms, *own, *_proposal_overrides(cfg, row)]
+
+
 def _proposal_overrides(cfg: AblateConfig, row: str) -> list[str]:
     if _base_row(row) not in cfg.proposals.rows:
         return []
@@ -195,21 +232,13 @@ def pretrain_config(cfg: AblateConfig, row: str, seed: int, generic: str | None)
     spec = ROWS[row]
     if spec.components is None:
         raise ValueError(f"row {row!r} has no pre-training")
-    weights = generic if spec.init == "generic" else None
-    args = [
-        *stage_overrides(cfg, "pretrain"),
-        *component_overrides(spec.components),
-        *cfg.row_overrides.get(row, []),
-        *_proposal_overrides(cfg, row),
-        f"train.seed={seed}",
-        f"model.weights={_yaml_path(weights)}",
-    ]
-    pre = load_config(cfg.pretrain_config, args)
-    extra = dose_overrides(pre.data, pre.train, spec.pretrain_epochs, cfg.probe_every_epochs)
-    return load_config(cfg.pretrain_config, [*args, *extra]) if extra else pre
+    weights = [f"model.weights={_yaml_path(generic if spec.init == 'generic' else None)}"]
+    pre = stage_config(cfg, "pretrain", row, seed, weights)
+    dose = dose_overrides(pre.data, pre.train, spec.pretrain_epochs, cfg.probe_every_epochs)
+    return stage_config(cfg, "pretrain", row, seed, [*weights, *dose]) if dose else pre
 
 
-def row_doses(cfg: AblateConfig, plans: dict[str, Config]) -> dict[str, dict[str, Any]]:
+def row_doses(cfg: AblateConfig, plans: dict[str, FinetuneJob]) -> dict[str, dict[str, Any]]:
     """Per row: its pre-training dose (epochs, iterations; 0 without 2DRCL) and fine-tuning
     iterations, for ``results.json``. Builds every pre-training config, so a bad one fails now."""
     out = {}
@@ -235,18 +264,14 @@ def ensure_proposals(cfg: AblateConfig, work_dir: Path) -> str | None:
         return str(path)
     if path.parent != work_dir / "proposals":
         raise FileNotFoundError(f"proposals.file: file not found: {path}")
+    from drcl.proposals.job import ProposalsJob
     from drcl.proposals.runner import run_proposals
 
     log.info("\n=== detector proposals (class-agnostic Faster R-CNN; made once)")
-    det = load_config(
-        cfg.pretrain_config,
-        [
-            *stage_overrides(cfg, "pretrain"),
-            "pretrain.proposals.source=detector",
-            *cfg.proposals.overrides,
-        ],
+    det = stage_config(
+        cfg, "pretrain", extra=["pretrain.proposals.source=detector", *cfg.proposals.overrides]
     )
-    return str(run_proposals(det, path))
+    return str(run_proposals(ProposalsJob.from_config(det, path)))
 
 
 def box_stage_config(
@@ -258,16 +283,8 @@ def box_stage_config(
     if not spec.box_stage:
         raise ValueError(f"row {row!r} has no box stage")
     weights = generic if (image_ckpt is None and spec.init == "generic") else None
-    box = load_config(
-        cfg.box_config,
-        [
-            *stage_overrides(cfg, "box"),
-            *cfg.row_overrides.get(row, []),
-            f"train.seed={seed}",
-            f"pretrain.box.init={_yaml_path(image_ckpt)}",
-            f"model.weights={_yaml_path(weights)}",
-        ],
-    )
+    inputs = [f"pretrain.box.init={_yaml_path(image_ckpt)}", f"model.weights={_yaml_path(weights)}"]
+    box = stage_config(cfg, "box", row, seed, inputs)
     if box.pretrain.stage != "box":
         raise ConfigError(f"box_config {cfg.box_config}: pretrain.stage must be box")
     return box
@@ -296,24 +313,14 @@ def equal_compute_iters(cfg: AblateConfig, seed: int = 0) -> int:
     ``images = batch_size * accumulate``, the pre-training of the full row (every row pre-trains
     equally long).
     """
-    pre = load_config(
-        cfg.pretrain_config,
-        [*stage_overrides(cfg, "pretrain"), *component_overrides(COMPONENTS)],
-    )
-    ft = _base_finetune(cfg, seed)
+    pre = stage_config(cfg, "pretrain", extra=component_overrides(COMPONENTS))
+    ft = stage_config(cfg, "finetune", seed=seed)
     for name, c in (("pre-training", pre), ("fine-tuning", ft)):
         if c.train.max_iters <= 0:
             raise ConfigError(f"equal_compute row: {name} must set train.max_iters (> 0)")
     pre_step, ft_step = (c.train.batch_size * c.train.accumulate for c in (pre, ft))
     seen = pre.train.max_iters * pre_step + ft.train.max_iters * ft_step
     return math.ceil(seen / ft_step)
-
-
-def _base_finetune(cfg: AblateConfig, seed: int, extra: list[str] | None = None) -> Config:
-    return load_config(
-        cfg.finetune_config,
-        [*stage_overrides(cfg, "finetune"), *(extra or []), f"train.seed={seed}"],
-    )
 
 
 def finetune_config(
@@ -334,28 +341,23 @@ def finetune_config(
     """
     spec = ROWS[row]
     weights = generic if (spec.init == "generic" and not spec.pretrained) else None
-    extra = [
-        *cfg.row_overrides.get(row, []),
-        f"finetune.init={_yaml_path(init)}",
-        f"model.weights={_yaml_path(weights)}",
-    ]
+    inputs = [f"finetune.init={_yaml_path(init)}", f"model.weights={_yaml_path(weights)}"]
     if spec.equal_compute:
-        extra.append(f"train.max_iters={equal_iters or equal_compute_iters(cfg, seed)}")
-    return _base_finetune(cfg, seed, extra)
+        inputs.append(f"train.max_iters={equal_iters or equal_compute_iters(cfg, seed)}")
+    return stage_config(cfg, "finetune", row, seed, inputs)
 
 
 def _yaml_path(path: str | Path | None) -> str:
     return "null" if path is None else str(path)
 
 
-def canonical_recipe(ft: Config, spec: RowSpec) -> dict[str, Any]:
-    """The resolved fine-tuning config as a flat ``{dotted.key: value}`` dict, the init removed
-    (and the schedule length, for the equal-compute row)."""
-    flat = _flatten(OmegaConf.to_container(ft, resolve=True))
+def canonical_recipe(job: FinetuneJob, spec: RowSpec) -> dict[str, Any]:
+    """What the fine-tuning job reads (its resolved sections) as a flat ``{dotted.key: value}``
+    dict, the init removed (and the schedule length, for the equal-compute row)."""
+    sections = {name: getattr(job, name) for name in FINETUNE_SECTIONS}
+    flat = _flatten({k: OmegaConf.to_container(v, resolve=True) for k, v in sections.items()})
     drop = set(INIT_KEYS) | (set(EQUAL_COMPUTE_KEYS) if spec.equal_compute else set())
-    return {
-        k: v for k, v in flat.items() if k not in drop and k.split(".")[0] not in UNUSED_SECTIONS
-    }
+    return {k: v for k, v in flat.items() if k not in drop}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -367,11 +369,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_fair(configs: dict[str, Config], equal_iters: int | None = None) -> str:
+def check_fair(configs: dict[str, FinetuneJob], equal_iters: int | None = None) -> str:
     """Refuse a comparison whose rows fine-tune with different recipes; return the recipe hash.
 
     Args:
-        configs: row name -> its resolved fine-tuning config, all at the same seed.
+        configs: row name -> its fine-tuning job, all at the same seed.
         equal_iters: the schedule the equal-compute row must have (checked when given).
 
     Returns:
@@ -417,21 +419,26 @@ def seed_dir(work_dir: Path, row: str, seed: int) -> Path:
     return work_dir / row / f"seed{seed}"
 
 
+def _finetune_dir(work_dir: Path, row: str, seed: int) -> Path:
+    return seed_dir(work_dir, row, seed) / "finetune"
+
+
 def _metrics_file(work_dir: Path, row: str, seed: int) -> Path:
-    return RunDir(seed_dir(work_dir, row, seed) / "finetune").eval_metrics()
+    return RunDir(_finetune_dir(work_dir, row, seed)).eval_metrics()
 
 
 def generic_weights_path(cfg: AblateConfig, work_dir: Path) -> str | None:
     """The generic backbone the grid uses (None when no row starts from it)."""
     if not any(ROWS[r].init == "generic" for r in cfg.rows):
         return None
-    return cfg.generic.weights or str(work_dir / "generic" / "generic.safetensors")
+    return cfg.generic.weights or str(_generic_job(cfg, work_dir).weights)
 
 
 def plan_finetune_configs(
     cfg: AblateConfig, work_dir: Path, seeds: list[int]
-) -> tuple[dict[int, dict[str, Config]], str]:
-    """Every (seed, row) fine-tuning config, checked for fairness; and the recipe hash.
+) -> tuple[dict[int, dict[str, FinetuneJob]], str]:
+    """Every (seed, row) fine-tuning job (into ``ROW/seed{s}/finetune``, resumed), checked for
+    fairness; and the recipe hash.
 
     Raises:
         UnfairComparisonError: two rows at a seed differ in more than the init.
@@ -439,14 +446,17 @@ def plan_finetune_configs(
     generic = generic_weights_path(cfg, work_dir)
     needs_equal = any(ROWS[r].equal_compute for r in cfg.rows)
     equal_iters = equal_compute_iters(cfg) if needs_equal else None
-    plans: dict[int, dict[str, Config]] = {}
+    plans: dict[int, dict[str, FinetuneJob]] = {}
     hashes = set()
     for seed in seeds:
         plans[seed] = {}
         for row in cfg.rows:
             init = row_init_path(work_dir, row, seed)
-            plans[seed][row] = finetune_config(
+            ft = finetune_config(
                 cfg, row, seed, None if init is None else str(init), generic, equal_iters
+            )
+            plans[seed][row] = FinetuneJob.from_config(
+                ft, _finetune_dir(work_dir, row, seed), resume=True
             )
         hashes.add(check_fair(plans[seed], equal_iters))
         for row in (r for r in cfg.rows if ROWS[r].box_stage):  # a bad box recipe fails now
@@ -469,17 +479,24 @@ def ensure_generic(cfg: AblateConfig, work_dir: Path) -> str | None:
         return path
     if cfg.generic.weights:
         raise FileNotFoundError(f"generic.weights: file not found: {path}")
-    from drcl.generic.train import make_generic_backbone
+    from drcl.generic.train import run_generic
 
     log.info("\n=== generic backbone (supervised, class-balanced; made once)")
-    return str(make_generic_backbone(cfg.generic, work_dir / "generic"))
+    job = _generic_job(cfg, work_dir)
+    run_generic(job)
+    return str(job.weights)
+
+
+def _generic_job(cfg: AblateConfig, work_dir: Path) -> GenericJob:
+    """The grid's generic backbone, made in ``WORK_DIR/generic`` (checks the recipe)."""
+    return GenericJob.from_config(cfg.generic, work_dir / "generic")
 
 
 def run_row_seed(
-    cfg: AblateConfig, row: str, seed: int, ft: Config, generic: str | None, work_dir: Path
+    cfg: AblateConfig, row: str, seed: int, ft: FinetuneJob, generic: str | None, work_dir: Path
 ) -> dict[str, Any]:
-    """Pre-train (2DRCL and/or the box stage of a pre-trained row), fine-tune and evaluate one
-    (row, seed); its box metrics."""
+    """Pre-train (2DRCL and/or the box stage of a pre-trained row), fine-tune (``ft``, planned
+    by :func:`plan_finetune_configs`) and evaluate one (row, seed); its box metrics."""
     from drcl.finetune.runner import run_finetune
     from drcl.pretrain.runner import run_pretrain
 
@@ -499,7 +516,7 @@ def run_row_seed(
         if not box.is_file():
             ckpt = None if image is None else str(image)
             run_pretrain(box_stage_config(cfg, row, seed, ckpt, generic), box.parent, True)
-    run_finetune(ft, out / "finetune", resume=True)
+    run_finetune(ft)
     atomic_write_json(out / "wall_time.json", {"seconds": round(time.perf_counter() - start, 1)})
     return json.loads(metrics.read_text())
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drcl.ablation.results import markdown_table, summarize
-from drcl.config import ConfigError, load_config
+from drcl.config import ConfigError, derive_config, load_config
 from drcl.utils.io import atomic_write_json, atomic_write_text
 from drcl.utils.run_dir import RunDir, metrics_name
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_on_tune(run_dir: Path, eval_ann: str, eval_images: str) -> dict[str, Any] | None:
     """Box metrics of the fine-tuned detector in ``run_dir`` on the tune split (None: no model)."""
+    from drcl.finetune.job import EvaluateJob
     from drcl.finetune.runner import evaluate_checkpoint
 
     model = RunDir(run_dir / "finetune").model_final
@@ -37,10 +38,11 @@ def evaluate_on_tune(run_dir: Path, eval_ann: str, eval_images: str) -> dict[str
     if not (out / metrics_name()).is_file():
         if not model.is_file():
             return None
-        cfg = load_config(RunDir(run_dir / "finetune").config)
-        cfg.data.val_ann, cfg.data.val_images = eval_ann, eval_images
-        cfg.model.weights, cfg.finetune.init = None, None  # the model file holds every weight
-        evaluate_checkpoint(cfg, model, out, ["bbox"])
+        changes = {"data.val_ann": eval_ann, "data.val_images": eval_images}
+        # no backbone or init file: the model file holds every weight
+        changes |= {"model.weights": None, "finetune.init": None}
+        cfg = derive_config(load_config(RunDir(run_dir / "finetune").config), changes)
+        evaluate_checkpoint(EvaluateJob.from_config(cfg, model, out, ["bbox"]))
     return json.loads((out / metrics_name()).read_text())
 
 

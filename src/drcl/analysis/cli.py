@@ -170,12 +170,13 @@ def _weight_norms(ns: argparse.Namespace) -> None:
 
 
 def _attention(ns: argparse.Namespace) -> None:
+    from drcl.analysis.job import AttentionJob
     from drcl.analysis.runner import run_attention
     from drcl.config import load_config
 
     inputs = {"--config": ns.config, "--ann": ns.ann, "--image-dir": ns.image_dir}
     _refuse_inputs(ns.out, {**inputs, **parse_named(ns.ckpt, "--ckpt")})
-    run_attention(
+    job = AttentionJob.from_config(
         load_config(ns.config, ns.set),
         parse_named(ns.ckpt, "--ckpt"),
         ns.images,
@@ -187,6 +188,7 @@ def _attention(ns: argparse.Namespace) -> None:
         device=ns.device,
         config_name=ns.config,
     )
+    run_attention(job)
 
 
 def _box_composition(ns: argparse.Namespace) -> None:

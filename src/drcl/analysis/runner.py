@@ -20,6 +20,7 @@ from drcl.utils.run_dir import EVAL, RunDir, detections_name, read_metrics
 if TYPE_CHECKING:
     import torch
 
+    from drcl.analysis.job import AttentionJob
     from drcl.config import Config
 
 log = logging.getLogger(__name__)
@@ -174,14 +175,14 @@ def attention_labels(ckpt: str, ann_path: str, cat_ids: list[int]) -> tuple[list
     return [by_id[c].label for c in cat_ids], table.num_classes
 
 
-def _load_detector(cfg: Config, num_classes: int, ckpt: str, device: str) -> torch.nn.Module:
+def _load_detector(job: AttentionJob, num_classes: int, ckpt: str) -> torch.nn.Module:
     from drcl.analysis.weight_norms import weights_file
     from drcl.detection.inference import load_detector_weights
-    from drcl.finetune.runner import build_detector_from_config
+    from drcl.finetune.runner import detector_for
 
-    model = build_detector_from_config(cfg, num_classes)
+    model = detector_for(job, num_classes)
     load_detector_weights(model, weights_file(ckpt))  # strict: names the mismatched keys
-    return model.to(device).eval()
+    return model.to(job.device).eval()
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -192,40 +193,28 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
-def run_attention(
-    cfg: Config,
-    runs: dict[str, str],
-    image_ids: list[int],
-    out: str | Path,
-    *,
-    ann: str | None = None,
-    image_dir: str | None = None,
-    category_id: int | None = None,
-    layer: str = "backbone.fpn",
-    device: str = "cpu",
-    config_name: str | None = None,
-) -> Path:
-    """Grad-CAM maps of each named detector checkpoint on ``image_ids`` of ``ann`` (default
-    ``data.val_ann``) into ``out/attention.png/.npz/.json``; returns the png path."""
+def run_attention(job: AttentionJob) -> Path:
+    """Grad-CAM maps of each of ``job.runs`` on ``job.image_ids`` of ``job.ann`` into
+    ``job.out/attention.png/.npz/.json``; returns the png path."""
     import torch
 
     from drcl.analysis.attention import gradcam, plot_attention
 
-    ann, image_dir = ann or cfg.data.val_ann, image_dir or cfg.data.val_images
-    images, cat_ids = load_attention_inputs(ann, image_dir, image_ids, category_id)
+    runs, image_ids, layer = job.runs, list(job.image_ids), job.layer
+    images, cat_ids = load_attention_inputs(job.ann, job.image_dir, image_ids, job.category_id)
     maps: dict[str, list[np.ndarray]] = {}
     first_labels: list[int] = []
     for name, path in runs.items():
-        labels, num_classes = attention_labels(path, ann, cat_ids)
+        labels, num_classes = attention_labels(path, job.ann, cat_ids)
         first_labels = first_labels or labels
-        model = _load_detector(cfg, num_classes, path, device)
+        model = _load_detector(job, num_classes, path)
         maps[name] = [
             gradcam(model, im, lab, layer) for im, lab in zip(images, labels, strict=True)
         ]
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    out = Path(out)
+    out = job.out
     rows = [f"image {i} / category {c}" for i, c in zip(image_ids, cat_ids, strict=True)]
     plot_attention(images, maps, out / "attention.png", row_labels=rows)
     arrays = {
@@ -235,7 +224,7 @@ def run_attention(
     }
     _save_npz(out / "attention.npz", arrays)
     meta = {
-        "config": config_name,
+        "config": job.config_name,
         "ckpt": runs,
         "images": image_ids,
         "category_ids": cat_ids,

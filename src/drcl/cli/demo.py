@@ -73,6 +73,7 @@ def run_demo(
     from drcl.ablation.runner import AblateConfig, check_fair, finetune_config, pretrain_config
     from drcl.data.demo import make_demo_dataset
     from drcl.data.stats import write_stats
+    from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import run_finetune
     from drcl.generic.train import cached_generic_backbone
     from drcl.pretrain.runner import run_pretrain
@@ -103,19 +104,22 @@ def run_demo(
     if not weights.is_file():
         run_pretrain(pretrain_config(cfg, "full", 0, str(generic)), pre_dir, resume=True)
 
-    fts = {
-        name: finetune_config(cfg, row, 0, str(weights) if row == "full" else None, str(generic))
+    jobs = {
+        name: FinetuneJob.from_config(
+            finetune_config(cfg, row, 0, str(weights) if row == "full" else None, str(generic)),
+            work_dir / f"finetune_{name}",
+            resume=True,
+        )
         for name, row in rows.items()
     }
-    check_fair({rows[n]: c for n, c in fts.items()})  # only the init differs
+    check_fair({rows[n]: job for n, job in jobs.items()})  # only the init differs
     runs = {}
-    for i, (name, ft) in enumerate(fts.items()):
+    for i, (name, job) in enumerate(jobs.items()):
         # finetune.arch may be overridden (e.g. `drcl demo finetune.arch=atss finetune.loss=focal`)
-        _stage(f"{4 + min(i, 1)}/6 fine-tuning {ft.finetune.arch} from {name}", t0)
-        run_dir = work_dir / f"finetune_{name}"
-        if not RunDir(run_dir).eval_metrics().is_file():
-            run_finetune(ft, run_dir, resume=True)
-        runs[name] = run_dir
+        _stage(f"{4 + min(i, 1)}/6 fine-tuning {job.finetune.arch} from {name}", t0)
+        if not RunDir(job.work_dir).eval_metrics().is_file():
+            run_finetune(job)
+        runs[name] = job.work_dir
 
     _stage("6/6 attention maps and report", t0)
     _attention(runs, data_dir, over)
@@ -128,6 +132,7 @@ def run_demo(
 
 def _attention(runs: dict[str, Path], data_dir: Path, over: list[str]) -> None:
     """Grad-CAM maps of both fine-tuned detectors on the first validation images."""
+    from drcl.analysis.job import AttentionJob
     from drcl.analysis.runner import run_attention
     from drcl.config import load_config
     from drcl.utils.io import read_json
@@ -140,7 +145,10 @@ def _attention(runs: dict[str, Path], data_dir: Path, over: list[str]) -> None:
     ckpts = {name: str(RunDir(run).model_final) for name, run in runs.items()}
     config = _config("finetune/demo.yaml")
     try:
-        run_attention(load_config(config, over), ckpts, ids, out, config_name=str(config))
+        job = AttentionJob.from_config(
+            load_config(config, over), ckpts, ids, out, config_name=str(config)
+        )
+        run_attention(job)
     except (FileNotFoundError, ValueError) as err:  # the same errors `drcl` reports in one line
         log.warning("attention maps failed (%s); the report goes on without them", err)
 

@@ -53,7 +53,8 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     from drcl.evaluation.format import format_metrics
     from drcl.evaluation.gt_checks import check_ground_truth
     from drcl.evaluation.lvis_eval import json_safe
-    from drcl.finetune.runner import evaluate_checkpoint, iou_types_of
+    from drcl.finetune.job import EvaluateJob
+    from drcl.finetune.runner import evaluate_checkpoint
     from drcl.utils.io import atomic_write_json, check_output_dir, check_output_file
 
     cfg = load_config(args.config, args.overrides)
@@ -77,9 +78,9 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or str(eval_dir_of(val_ann or "val", args.checkpoint))
     _refuse_run_eval_dir(work_dir, args.checkpoint)
     check_output_dir(work_dir, "--work-dir", inputs=inputs)
-    if val_ann is not None:  # (unset: evaluate_checkpoint says data.val_ann is required)
+    if val_ann is not None:  # (unset: EvaluateJob.from_config says data.val_ann is required)
         check_ground_truth(val_ann, "data.val_ann")
-    result = evaluate_checkpoint(cfg, args.checkpoint, work_dir, iou_types_of(cfg.finetune.arch))
+    result = evaluate_checkpoint(EvaluateJob.from_config(cfg, args.checkpoint, work_dir))
     if not result:  # ranks other than 0 return {}
         return 0
     for metrics in result.values():

@@ -7,6 +7,7 @@ unknown key, a wrong type, and a value outside its range (``drcl.config.ranges``
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -168,6 +169,34 @@ def derive_config(cfg: Config, changes: dict[str, Any]) -> Config:
     return out  # type: ignore[return-value]
 
 
+def job_section(cfg: Config, name: str, required: tuple[str, ...] = ()) -> Any:
+    """A read-only copy of section ``name`` of ``cfg`` (``data``, ``pretrain.proposals``, ...)
+    for a stage's job: the job's ``from_config`` reads the root config, nothing after it can
+    edit the section.
+
+    Raises:
+        ConfigError: a key of ``required`` is unset (``???``), named as ``name.key``.
+    """
+    if not OmegaConf.is_config(cfg):  # a Config dataclass built in code (tests, notebooks)
+        cfg = OmegaConf.structured(cfg)
+    node = OmegaConf.select(cfg, name, throw_on_missing=True)
+    if node is None:
+        raise ConfigError(f"config has no section '{name}'")
+    for key in required:
+        if OmegaConf.is_missing(node, key):
+            # the words of `drcl`'s report of an unset `???` key (cli/main.py)
+            full = f"{name}.{key}"
+            raise ConfigError(f"{full} is required: set it in the config or as {full}=...")
+    section = copy.deepcopy(node)
+    OmegaConf.set_readonly(section, True)
+    return section
+
+
+def config_text(cfg: Config) -> str:
+    """The resolved config as YAML (what ``RUN/config.yaml`` holds)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
 def check_ranges(
     cfg: Config, path: str | os.PathLike | None = None, overrides: list[str] = ()
 ) -> None:
@@ -193,7 +222,7 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
     from drcl.utils.io import atomic_write_text
 
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(path, config_text(cfg))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -1,8 +1,14 @@
-"""The fine-tuning runner: the one place that reads the root config for ``drcl finetune`` and
-``drcl evaluate --checkpoint``.
+"""The fine-tuning runner of ``drcl finetune`` and ``drcl evaluate --checkpoint``.
 
-It builds the data, the torchvision detector and the engine from their config sections, trains,
-saves ``model_final.safetensors`` and evaluates on ``data.val_ann`` with the LVIS rules.
+It takes a job (:class:`~drcl.finetune.job.FinetuneJob`, :class:`~drcl.finetune.job.EvaluateJob`:
+the config sections the stage reads, from the root config once), builds the data, the
+torchvision detector and the engine, trains, saves ``model_final.safetensors`` and evaluates on
+``data.val_ann`` with the LVIS rules.
+
+Entry points (each takes a job): :func:`run_finetune` (train and evaluate; ``drcl finetune``,
+ablation, demo), :func:`train_detector` (train only, returns the detector in memory: the proposal
+detector, the length curve), :func:`evaluate_checkpoint` (``drcl evaluate --checkpoint``);
+:func:`detector_for` builds the detector of a job.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from drcl.config import Config, save_config
 from drcl.config.schema import ARCH_FAMILIES, DataConfig, GroupsConfig
 from drcl.data.categories import (
     CATEGORIES_FILE,
@@ -32,8 +37,9 @@ from drcl.engine import distributed as dist
 from drcl.engine.schedule import Schedule, scaled_lr
 from drcl.engine.setup import make_trainer, start_run
 from drcl.engine.trainer import iters_per_epoch
+from drcl.finetune.job import DetectorSpec, EvalSpec, EvaluateJob, FinetuneJob, check_iou_types
 from drcl.sampling.drb import DynamicRebalancingSampler, repeat_factors_from_image_counts
-from drcl.utils.io import atomic_write_json, ensure_writable_dir, read_json
+from drcl.utils.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from drcl.utils.run_dir import RunDir, detections_name, metrics_name
 from drcl.utils.weights import save_state_dict
 
@@ -54,96 +60,97 @@ class DetectorLoss(torch.nn.Module):
         return {"loss": sum(losses.values()), **losses}
 
 
-def build_finetune_data(cfg: Config, info: dist.DistInfo) -> tuple[DetectionEpochData, CocoIndex]:
+def build_finetune_data(
+    job: FinetuneJob, info: dist.DistInfo
+) -> tuple[DetectionEpochData, CocoIndex]:
     """Training data of ``drcl finetune``: RFS at image level when ``finetune.rfs``."""
-    index = CocoIndex.from_file(cfg.data.train_ann)
-    images_dir = Path(cfg.data.train_images)
+    data, ft, train = job.data, job.finetune, job.train
+    index = CocoIndex.from_file(data.train_ann)
+    images_dir = Path(data.train_images)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"data.train_images: image folder {images_dir} does not exist")
-    with_masks = ARCH_FAMILIES[cfg.finetune.arch].masks
+    with_masks = ARCH_FAMILIES[ft.arch].masks
     images = DetectionDataset(
-        None, images_dir, with_masks=with_masks, on_error=cfg.data.on_error, index=index
+        None, images_dir, with_masks=with_masks, on_error=data.on_error, index=index
     )
-    if cfg.finetune.rfs:
+    if ft.rfs:
         labels = index.image_labels()
         factors = repeat_factors_from_image_counts(
             (labels.offsets, labels.labels),
             len(labels),
-            cfg.finetune.rfs_threshold,
+            ft.rfs_threshold,
             index.num_classes,
         ).image
     else:
         factors = np.ones(len(images))
     sampler = DynamicRebalancingSampler(
         factors,
-        seed=cfg.train.seed,
+        seed=train.seed,
         dynamic=False,
         alpha_start=0.0,
         num_replicas=info.world_size,
         rank=info.rank,
         with_context=True,
     )
-    per_rank = cfg.train.batch_size // info.world_size
-    ipe = iters_per_epoch(len(images), cfg.train.batch_size)
-    schedule = Schedule.from_train(cfg.train, ipe)
-    data = DetectionEpochData(
-        FlipDataset(images), sampler, per_rank, schedule, collate, cfg.data.num_workers
+    per_rank = job.train.batch_size // info.world_size
+    ipe = iters_per_epoch(len(images), job.train.batch_size)
+    schedule = Schedule.from_train(job.train, ipe)
+    epoch_data = DetectionEpochData(
+        FlipDataset(images), sampler, per_rank, schedule, collate, data.num_workers
     )
-    return data, index
+    return epoch_data, index
 
 
-def build_detector_from_config(
-    cfg: Config, num_classes: int, class_freqs: torch.Tensor | None = None
+def detector_for(
+    spec: DetectorSpec, num_classes: int, class_freqs: torch.Tensor | None = None
 ) -> torch.nn.Module:
-    """``finetune.arch`` on the ResNet-FPN of ``model.*`` (see
-    :func:`drcl.detection.model.build_detector`)."""
+    """``finetune.arch`` on the ResNet-FPN of ``model.*``, resized to ``data.min_size`` /
+    ``max_size`` (see :func:`drcl.detection.model.build_detector`).
+
+    Args:
+        spec: a job of the fine-tuning runner or of the attention maps, or a whole root config
+            (tests, notebooks): what has the ``data``, ``model`` and ``finetune`` sections.
+    """
     from drcl.detection.model import build_detector
 
     return build_detector(
-        cfg.model,
-        cfg.finetune,
+        spec.model,
+        spec.finetune,
         num_classes,
         class_freqs,
-        min_size=cfg.data.min_size,
-        max_size=cfg.data.max_size,
+        min_size=spec.data.min_size,
+        max_size=spec.data.max_size,
     )
 
 
-def train_detector(
-    cfg: Config,
-    work_dir: str | Path,
-    init: str | None = None,
-    resume: bool = False,
-    stage: str = "finetune",
-) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
-    """Fine-tune a detector with the engine; writes ``model_final.safetensors`` and
-    ``cost.json`` (whose ``stage`` field is ``stage``).
+def train_detector(job: FinetuneJob) -> tuple[torch.nn.Module, torch.device, dist.DistInfo]:
+    """Fine-tune a detector with the engine; writes ``config.yaml``,
+    ``model_final.safetensors`` and ``cost.json`` (whose ``stage`` field is ``job.stage``).
 
     With ``finetune.aligndet_rule`` the lr is x1.5 and the weight decay / 2 (AlignDet) for every
     init, random or pre-trained: a comparison of inits must not also compare optimiser settings.
     """
     from drcl.detection.model import load_pretrained
 
-    device, info, work_dir = start_run(cfg.train, work_dir)
+    ft, init = job.finetune, job.init
+    device, info, work_dir = start_run(job.train, job.work_dir)
     if info.is_main:
-        save_config(cfg, RunDir(work_dir).config)
-    data, index = build_finetune_data(cfg, info)
-    categories = training_categories(cfg.data.groups, index)
+        atomic_write_text(RunDir(work_dir).config, job.config_yaml)
+    data, index = build_finetune_data(job, info)
+    categories = training_categories(job.data.groups, index)
     if info.is_main:
-        record_categories(categories, work_dir, resume)
+        record_categories(categories, work_dir, job.resume)
     # federated / ECM / Seesaw read training *image* counts per class (label order)
     freqs = torch.as_tensor(index.image_counts(), dtype=torch.float32)
-    detector = build_detector_from_config(cfg, index.num_classes, freqs)
+    detector = detector_for(job, index.num_classes, freqs)
     if init:
-        load_pretrained(
-            detector, init, categories=categories, keep_classes=cfg.finetune.init_keep_classes
-        )
+        load_pretrained(detector, init, categories=categories, keep_classes=ft.init_keep_classes)
     detector.to(device)
-    lr, wd = scaled_lr(cfg.train), cfg.train.weight_decay
-    if cfg.finetune.aligndet_rule:
-        lr, wd = lr * cfg.finetune.pretrained_lr_mult, wd / cfg.finetune.pretrained_wd_div
+    lr, wd = scaled_lr(job.train), job.train.weight_decay
+    if ft.aligndet_rule:
+        lr, wd = lr * ft.pretrained_lr_mult, wd / ft.pretrained_wd_div
     trainer = make_trainer(
-        cfg.train,
+        job.train,
         DetectorLoss(detector),
         data,
         work_dir,
@@ -151,11 +158,11 @@ def train_detector(
         info,
         lr,
         wd,
-        sync_bn=cfg.model.norm == "sync_bn",
+        sync_bn=job.model.norm == "sync_bn",
         state_module=detector,
-        cost_info={"stage": stage, "init": str(init) if init else None},
+        cost_info={"stage": job.stage, "init": str(init) if init else None},
     )
-    if resume:
+    if job.resume:
         trainer.resume()
     trainer.fit()
     report = data.skip_report(index)
@@ -189,17 +196,15 @@ def record_categories(categories: CategoryTable, work_dir: Path, resume: bool) -
     categories.save(path)
 
 
-def run_finetune(
-    cfg: Config, work_dir: str | Path, init: str | None = None, resume: bool = False
-) -> dict[str, Any]:
-    """Fine-tune, save ``model_final.safetensors`` and evaluate on ``data.val_ann``.
-
-    Returns the metrics per IoU type (``{"bbox": {...}, "segm": {...}}``).
-    """
-    init = init or cfg.finetune.init
-    check_val_categories(cfg.data)  # before training: a refusal must not come after hours
-    detector, _, _ = train_detector(cfg, work_dir, init, resume)
-    return evaluate_model(cfg, detector, Path(work_dir))
+def run_finetune(job: FinetuneJob) -> RunDir:
+    """Fine-tune, save ``model_final.safetensors`` and (``job.evaluate``) evaluate on
+    ``data.val_ann`` into ``RUN/eval/metrics_<iou_type>.json``; returns the run folder."""
+    if job.evaluate:
+        check_val_categories(job.data)  # before training: a refusal must not come after hours
+    detector, _, _ = train_detector(job)
+    if job.evaluate:
+        evaluate_model(job, detector)
+    return RunDir(job.work_dir)
 
 
 def check_val_categories(data: DataConfig) -> None:
@@ -223,26 +228,16 @@ def save_detector(
     save_state_dict(detector.state_dict(), path, metadata)
 
 
-def iou_types_of(arch: str) -> list[str]:
-    """Box AP always; mask AP too for a detector with masks (``finetune.arch``)."""
-    return ["bbox", "segm"] if ARCH_FAMILIES[arch].masks else ["bbox"]
-
-
-def evaluate_model(cfg: Config, detector: torch.nn.Module, work_dir: Path) -> dict[str, Any]:
-    """LVIS-style evaluation on the validation set into ``work_dir/eval``, labels mapped
+def evaluate_model(job: FinetuneJob, detector: torch.nn.Module) -> dict[str, Any]:
+    """LVIS-style evaluation on the validation set into ``RUN/eval``, labels mapped
     through the run's ``categories.json``."""
-    out_dir = ensure_writable_dir(RunDir(work_dir).eval_dir)
-    categories = CategoryTable.load(work_dir / CATEGORIES_FILE)
-    return evaluate_detector(cfg, detector, out_dir, iou_types_of(cfg.finetune.arch), categories)
-
-
-def _check_iou_types(arch: str, iou_types: tuple[str, ...] | list[str]) -> None:
-    if "segm" in iou_types and not ARCH_FAMILIES[arch].masks:
-        raise ValueError("iou_type 'segm' needs finetune.arch=mask_rcnn")
+    out_dir = ensure_writable_dir(RunDir(job.work_dir).eval_dir)
+    categories = CategoryTable.load(job.work_dir / CATEGORIES_FILE)
+    return evaluate_detector(job, detector, out_dir, job.iou_types, categories)
 
 
 def evaluate_detector(
-    cfg: Config,
+    spec: EvalSpec,
     model: torch.nn.Module,
     out_dir: str | os.PathLike,
     iou_types: tuple[str, ...] | list[str],
@@ -266,19 +261,20 @@ def evaluate_detector(
     from drcl.engine.runtime import resolve_num_workers
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
 
-    _check_iou_types(cfg.finetune.arch, iou_types)
-    dataset = DetectionDataset(cfg.data.val_ann, cfg.data.val_images, on_error=cfg.data.on_error)
+    data = spec.data
+    check_iou_types(spec.finetune.arch, iou_types)
+    dataset = DetectionDataset(data.val_ann, data.val_images, on_error=data.on_error)
     match = match_categories(
-        categories, dataset.index.categories, cfg.data.val_ann, cfg.data.allow_category_mismatch
+        categories, dataset.index.categories, data.val_ann, data.allow_category_mismatch
     )
     if not match.exact and dist.get_info().is_main:
         log.warning("%s", match.line(categories))
-    info, device = dist.get_info(), dist.resolve_device(cfg.train.device)
+    info, device = dist.get_info(), dist.resolve_device(spec.device)
     rank, world = info.rank, info.world_size
     final = Path(out_dir) / detections_name("bbox")
     shards = [rank_file(final, r, world) for r in range(world)]
-    batch = cfg.finetune.eval_batch_size
-    workers = resolve_num_workers(cfg.data.num_workers, device, world)  # -1: for the machine
+    batch = spec.finetune.eval_batch_size
+    workers = resolve_num_workers(data.num_workers, device, world)  # -1: for the machine
     run_inference(
         model,
         dataset,
@@ -301,12 +297,12 @@ def evaluate_detector(
     results = {}
     for t in iou_types:
         results[t] = evaluate_detections(
-            cfg.data.val_ann,
+            data.val_ann,
             str(final),
             t,
-            cfg.data.train_ann,
-            rare_max=cfg.data.groups.rare_max,
-            common_max=cfg.data.groups.common_max,
+            data.train_ann,
+            rare_max=data.groups.rare_max,
+            common_max=data.groups.common_max,
         )
         if not match.exact:
             results[t]["notes"] = [match.line(categories), *results[t].get("notes", [])]
@@ -314,29 +310,22 @@ def evaluate_detector(
     return results
 
 
-def evaluate_checkpoint(
-    cfg: Config,
-    checkpoint: str | os.PathLike,
-    work_dir: str | os.PathLike,
-    iou_types: tuple[str, ...] | list[str] | None = None,
-) -> dict[str, Any]:
-    """Build the detector of ``cfg``, load ``checkpoint`` and :func:`evaluate_detector` it
-    into ``work_dir`` (default IoU types: :func:`iou_types_of`).
+def evaluate_checkpoint(job: EvaluateJob) -> dict[str, Any]:
+    """Build the job's detector, load ``job.checkpoint`` and :func:`evaluate_detector` it into
+    ``job.out_dir``; returns ``{iou_type: metrics}`` on rank 0 (``{}`` on other ranks).
 
     The number of classes and the label -> category id mapping come from the checkpoint's
     category record (:func:`checkpoint_categories`), never from ``data.val_ann``.
     """
     from drcl.detection.inference import load_detector_weights
 
-    iou_types = iou_types_of(cfg.finetune.arch) if iou_types is None else iou_types
-    _check_iou_types(cfg.finetune.arch, iou_types)
-    categories = checkpoint_categories(cfg.data, checkpoint)
+    categories = checkpoint_categories(job.data, job.checkpoint)
     num_classes = categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
-    model = build_detector_from_config(cfg, num_classes, torch.ones(num_classes))
-    report = load_detector_weights(model, checkpoint)
+    model = detector_for(job, num_classes, torch.ones(num_classes))
+    report = load_detector_weights(model, job.checkpoint)
     log.info("%s", report.table())
-    return evaluate_detector(cfg, model, work_dir, iou_types, categories)
+    return evaluate_detector(job, model, job.out_dir, job.iou_types, categories)
 
 
 def checkpoint_categories(data: DataConfig, checkpoint: str | os.PathLike) -> CategoryTable:

@@ -32,8 +32,9 @@ def cli_make_generic(args: argparse.Namespace) -> int:
 
 def cli_pretrain_generic(args: argparse.Namespace) -> int:
     """``drcl pretrain-generic --work-dir DIR [--iters N] [--seed S] ...``."""
+    from drcl.generic.job import GenericJob
     from drcl.generic.recipe import GenericRecipe
-    from drcl.generic.train import make_generic_backbone
+    from drcl.generic.train import run_generic
 
     recipe = GenericRecipe(
         seed=args.seed,
@@ -45,6 +46,7 @@ def cli_pretrain_generic(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
     )
-    out = make_generic_backbone(recipe, args.work_dir)
-    log.info("use it with model.weights=%s", out)
+    job = GenericJob.from_config(recipe, args.work_dir)
+    run_generic(job)
+    log.info("use it with model.weights=%s", job.weights)
     return 0

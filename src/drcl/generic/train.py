@@ -21,8 +21,10 @@ from torchvision.models import resnet
 
 from drcl.engine.cost import CostMeter
 from drcl.generic.data import load_split, make_generic_dataset
+from drcl.generic.job import WEIGHTS, GenericJob
 from drcl.generic.recipe import GenericRecipe
 from drcl.utils.io import atomic_write_json, read_json
+from drcl.utils.run_dir import RunDir
 from drcl.utils.weights import save_state_dict
 
 log = logging.getLogger(__name__)
@@ -190,9 +192,16 @@ def make_generic_backbone(recipe: GenericRecipe, work_dir: str | Path) -> Path:
         "num_classes": int(val_labels.max()) + 1,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    out = export_backbone(model, work_dir / "generic.safetensors", meta)
+    out = export_backbone(model, work_dir / WEIGHTS, meta)
     log.info("generic backbone: val top-1 %.1f%% in %s s -> %s", 100 * acc, meta["seconds"], out)
     return out
+
+
+def run_generic(job: GenericJob) -> RunDir:
+    """Make the generic backbone of ``job`` (:func:`make_generic_backbone`); its run folder
+    (``job.weights``: the ResNet)."""
+    make_generic_backbone(job.recipe, job.work_dir)
+    return RunDir(job.work_dir)
 
 
 def cached_generic_backbone(recipe: GenericRecipe, cache_root: str | Path) -> Path:
@@ -201,9 +210,9 @@ def cached_generic_backbone(recipe: GenericRecipe, cache_root: str | Path) -> Pa
     The key hashes every field that determines the weights (and the generator version), so a
     later run with the same recipe reuses the file and a changed recipe makes a new one.
     """
-    out_dir = Path(cache_root) / f"generic-{recipe.key()}"
-    path = out_dir / "generic.safetensors"
-    if path.is_file():
-        log.info("generic backbone: reusing %s (recipe key %s)", path, recipe.key())
-        return path
-    return make_generic_backbone(recipe, out_dir)
+    job = GenericJob.from_config(recipe, Path(cache_root) / f"generic-{recipe.key()}")
+    if job.weights.is_file():
+        log.info("generic backbone: reusing %s (recipe key %s)", job.weights, recipe.key())
+        return job.weights
+    run_generic(job)
+    return job.weights

@@ -1,7 +1,7 @@
 """``drcl predict`` and ``drcl test``: a fine-tuned checkpoint on any images or annotation file.
 
 The model is rebuilt from the run's ``config.yaml`` exactly as fine-tuning built it
-(:func:`drcl.finetune.runner.build_detector_from_config`), its weights load strictly
+(:func:`drcl.finetune.runner.detector_for`), its weights load strictly
 (:func:`drcl.detection.inference.load_detector_weights`), and it runs through fine-tuning's own
 inference loop and record writer (:func:`~drcl.detection.inference.predict_batches`,
 :func:`~drcl.detection.inference.detections_to_records`), so ``drcl test`` on the validation
@@ -190,11 +190,11 @@ def load_run_config(checkpoint: Checkpoint, overrides: list[str] | None = None) 
 
 def build_predictor(job: PredictJob, device: torch.device) -> torch.nn.Module:
     """The detector of the run's config with the checkpoint's weights (strict), in eval mode."""
-    from drcl.finetune.runner import build_detector_from_config
+    from drcl.finetune.runner import detector_for
 
     num_classes = job.categories.num_classes
     # Test scores never use class frequencies; ones let federated / ECM models be built.
-    model = build_detector_from_config(job.cfg, num_classes, torch.ones(num_classes))
+    model = detector_for(job.cfg, num_classes, torch.ones(num_classes))
     report = load_detector_weights(model, job.checkpoint.weights)
     log.debug("%s", report.table())
     return model.eval().to(device)
@@ -346,7 +346,7 @@ def evaluate_predictions(
     """``metrics_{iou_type}.json`` of ``job.out`` against ``gt`` in ``out_dir``, as fine-tuning's
     evaluation writes them (same rules, groups thresholds and category-match note)."""
     from drcl.evaluation.lvis_eval import evaluate_detections, json_safe
-    from drcl.finetune.runner import iou_types_of
+    from drcl.finetune.job import iou_types_of
 
     cfg = job.cfg
     match = match_categories(job.categories, _categories_of(gt), gt, True)

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 import torch
+from torchvision.ops import box_convert
 
 from drcl.data.coco import CocoIndex
 from drcl.data.dataset import DetectionDataset, collate
@@ -67,12 +68,13 @@ def detect_proposals(
                 [index.label_to_cat_id[int(lb)] for lb in tgt["labels"]], dtype=torch.int64
             )
             cats = label_by_overlap(boxes, tgt["boxes"], gt_cats, label_iou)
-            for box, score, cat in zip(boxes.tolist(), scores.tolist(), cats.tolist(), strict=True):
-                x0, y0, x1, y1 = box
+            # float64: w = x1 - x0 of the float32 corners, exactly (the json's numbers)
+            xywh = box_convert(boxes.to(torch.float64), "xyxy", "xywh")
+            for box, score, cat in zip(xywh.tolist(), scores.tolist(), cats.tolist(), strict=True):
                 records.append(
                     {
                         "image_id": int(tgt["image_id"]),
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "bbox": box,
                         "score": score,
                         "category_id": None if cat < 0 else cat,
                     }

@@ -17,25 +17,27 @@ from drcl.ablation.curve import (
     pick_length,
 )
 from drcl.ablation.results import METRICS, _percent
-from drcl.config import Config, ConfigError, derive_config
+from drcl.config import ConfigError, derive_config
+from drcl.finetune.job import EvaluateJob, FinetuneJob
 from drcl.utils.io import atomic_write_json, atomic_write_text
 from drcl.utils.run_dir import EVAL, RunDir, metrics_name
 
 log = logging.getLogger(__name__)
 
 
-def _eval_config(ft: Config, curve: CurveConfig) -> Config:
-    """The fine-tuning config evaluated on the curve's split; the checkpoint holds every weight."""
+def eval_changes(curve: CurveConfig) -> dict[str, Any]:
+    """How the curve's evaluation config differs from the fine-tuning one: the curve's split;
+    no backbone file (the checkpoint holds every weight)."""
     changes = {"data.val_ann": curve.eval_ann, "data.val_images": curve.eval_images}
-    return derive_config(ft, {**changes, "model.weights": None})
+    return {**changes, "model.weights": None}
 
 
-def _point(eval_dir: Path, iteration: int, ev: Config, ckpt: Path) -> dict[str, Any]:
+def _point(iteration: int, job: EvaluateJob) -> dict[str, Any]:
     from drcl.finetune.runner import evaluate_checkpoint
 
-    metrics = eval_dir / metrics_name()
+    metrics = job.out_dir / metrics_name()
     if not metrics.is_file():
-        evaluate_checkpoint(ev, ckpt, eval_dir, ["bbox"])
+        evaluate_checkpoint(job)
     m = json.loads(metrics.read_text())
     return {"iter": iteration, **{k: _percent(m.get(k)) for k in METRICS}}
 
@@ -70,15 +72,17 @@ def run_curve(config: str | Path, work_dir: str | Path, overrides: list[str] | N
     run_dir = out / "finetune"
     ckpts = _checkpoints(run_dir)
     if not all(i in ckpts for i in points):
-        train_detector(ft, run_dir, ft.finetune.init, resume=True, stage="finetune_curve")
+        train_detector(FinetuneJob.from_config(ft, run_dir, resume=True, stage="finetune_curve"))
         ckpts = _checkpoints(run_dir)
     missing = [i for i in points if i not in ckpts]
     if missing:
         raise RuntimeError(f"curve: no checkpoint at iterations {missing} in {run_dir}")
-    ev = _eval_config(ft, cfg.curve)
+    ev = derive_config(ft, eval_changes(cfg.curve))
     rows = []
     for i in points:
-        rows.append(_point(out / EVAL / f"{i:07d}", i, ev, ckpts[i]))
+        rows.append(
+            _point(i, EvaluateJob.from_config(ev, ckpts[i], out / EVAL / f"{i:07d}", ["bbox"]))
+        )
         log.info("curve: %d iterations: AP %s on %s", i, rows[-1]["AP"], cfg.curve.eval_ann)
     atomic_write_text(RunDir(out).metrics, "".join(json.dumps(r) + "\n" for r in rows))
     result = {
