@@ -180,9 +180,10 @@ def run_stage(stage: str, extra: list[str], work_dir: str) -> None:
     """Subprocess body: one real training run of the recipe; prints its cost.json."""
     cfg = load(stage, extra)
     if stage == "pretrain":
+        from drcl.pretrain.job import PretrainJob
         from drcl.pretrain.runner import run_pretrain
 
-        run_pretrain(cfg, work_dir)
+        run_pretrain(PretrainJob.from_config(cfg, work_dir))
     else:
         from drcl.finetune.job import FinetuneJob
         from drcl.finetune.runner import train_detector

@@ -205,11 +205,9 @@ def test_no_root_config_parameter_below_the_runners():
 # read it in one ``from_config`` only). A function may leave this list, none may join it.
 ROOT_CONFIG_READERS = {
     "analysis/job.py": {"from_config"},
-    "analysis/runner.py": {"simulate_box_composition"},
     "finetune/job.py": {"from_config"},
     "predict/runner.py": {"from_config"},
-    "pretrain/box/runner.py": {"build_box_detector", "build_box_model"},
-    "pretrain/runner.py": {"run_pretrain", "build_drcl_model"},
+    "pretrain/job.py": {"from_config"},
     "proposals/job.py": {"from_config"},
 }
 

@@ -23,7 +23,8 @@ def calls(monkeypatch):
     """Stand-ins for the training stages that record what they were asked to do."""
     log = []
 
-    def fake_pretrain(cfg, work_dir, resume=False):
+    def fake_pretrain(cfg):  # a PretrainJob: the config sections it reads, and its run folder
+        work_dir = cfg.work_dir
         stage = str(cfg.pretrain.stage)
         log.append(("pretrain", stage, cfg.pretrain.box.init, cfg.model.weights, Path(work_dir)))
         out = Path(work_dir) / "pretrained.safetensors"

@@ -168,7 +168,8 @@ def stages(monkeypatch):
     """Training stages replaced by file writers that record their configs."""
     log = []
 
-    def pretrain(cfg, work_dir, resume=False):
+    def pretrain(cfg):  # a PretrainJob: the config sections it reads, and its run folder
+        work_dir = cfg.work_dir
         log.append(("pretrain", Path(work_dir).parts[-3], cfg))
         out = Path(work_dir) / "pretrained.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ def stub_training(monkeypatch):
     """Replace pre-training, fine-tuning and the generic backbone by file writers; log calls."""
     calls = []
 
-    def pretrain(cfg, work_dir, resume=False):
+    def pretrain(cfg):  # a PretrainJob: the config sections it reads, and its run folder
+        work_dir = cfg.work_dir
         calls.append(("pretrain", str(work_dir), cfg.train.seed, cfg.model.weights))
         out = Path(work_dir) / "pretrained.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)

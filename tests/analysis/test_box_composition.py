@@ -19,6 +19,7 @@ from drcl.analysis.runner import simulate_box_composition
 from drcl.config import load_config
 from drcl.engine.distributed import DistInfo
 from drcl.pretrain.box_composition import BoxCompositionHook, label_groups
+from drcl.pretrain.job import PretrainJob
 from drcl.pretrain.loop import build_pretrain_data
 from drcl.report.figures import box_composition_section
 
@@ -48,7 +49,7 @@ def test_meter_counts_known_labels_and_resets() -> None:
 def test_simulation_replays_the_training_box_selection(tiny_overrides, tmp_path) -> None:
     over = [*tiny_overrides, "train.max_iters=3", "pretrain.drb.threshold=0.1"]
     cfg = load_config(None, over)
-    rows = simulate_box_composition(cfg, tmp_path / "sim", interval=1)
+    rows = simulate_box_composition(PretrainJob.from_config(cfg, tmp_path / "sim"), interval=1)
     assert [r["iter"] for r in rows] == [1, 2, 3]
     data = build_pretrain_data(cfg.data, cfg.train, cfg.pretrain, tmp_path / "run", DistInfo())
     batches = data.batches()

@@ -80,11 +80,12 @@ def test_ddp_gradients_equal_single_process_mean(tiny_overrides, tmp_path):
 def _run_worker(rank, world, port, pre_over, ft_over, work_dir):
     from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     torch.set_num_threads(1)
     set_local_env(rank, world, port)
-    run_pretrain(load_config(None, pre_over), f"{work_dir}/pre")
+    run_pretrain(PretrainJob.from_config(load_config(None, pre_over), f"{work_dir}/pre"))
     init = f"{work_dir}/pre/pretrained.safetensors"
     run_finetune(FinetuneJob.from_config(load_config(None, ft_over), f"{work_dir}/ft", init=init))
     torch.distributed.destroy_process_group()

@@ -147,6 +147,7 @@ def test_full_disk_during_checkpoint_leaves_no_partial_file(tmp_path, monkeypatc
 def test_pipeline_opens_no_network_connection(tiny_overrides, tmp_path, monkeypatch):
     from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     def refuse(*args, **kwargs):
@@ -156,7 +157,7 @@ def test_pipeline_opens_no_network_connection(tiny_overrides, tmp_path, monkeypa
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     over = [*tiny_overrides, "train.max_iters=2"]
-    weights = run_pretrain(load_config(None, over), tmp_path / "pre")
+    weights = run_pretrain(PretrainJob.from_config(load_config(None, over), tmp_path / "pre"))
     ft = [*over, "model.norm=frozen_bn", "finetune.eval_batch_size=8"]
     run_dir = run_finetune(
         FinetuneJob.from_config(load_config(None, ft), tmp_path / "ft", init=str(weights))

@@ -98,12 +98,13 @@ RUN20 = ["train.max_iters=20", "train.log_every=1", "train.checkpoint_every=0"]
 def _run(stage: str, overrides: list[str], work) -> list[float]:
     from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import train_detector
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     torch.set_num_threads(1)
     cfg = load_config(None, overrides)
     if stage == "pretrain":
-        run_pretrain(cfg, work)
+        run_pretrain(PretrainJob.from_config(cfg, work))
     else:
         train_detector(FinetuneJob.from_config(cfg, work))
     return _losses(work)

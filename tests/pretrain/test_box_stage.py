@@ -33,18 +33,21 @@ def load_table_counts(text: str) -> dict[str, tuple[int, int, int]]:
 def test_2drcl_then_box_stage_then_finetune(tiny_overrides, fast_overrides, tmp_path, caplog):
     from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import train_detector
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     fast = [*tiny_overrides, *fast_overrides, "finetune.rpn_post_nms_top_n_train=50"]
     image_only = ["pretrain.lcl.weight=0", "pretrain.ar.weight=0", "pretrain.sr.weight=0"]
     first = run_pretrain(
-        load_config("configs/pretrain/demo.yaml", [*fast, *image_only]), tmp_path / "pre"
+        PretrainJob.from_config(
+            load_config("configs/pretrain/demo.yaml", [*fast, *image_only]), tmp_path / "pre"
+        )
     )
     box_over = [*fast, f"pretrain.box.init={first}", "pretrain.box.rois_per_image=16"]
     box_cfg = load_config("configs/pretrain/demo_box.yaml", box_over)
     caplog.set_level("INFO", logger="drcl")
     caplog.clear()
-    box = run_pretrain(box_cfg, tmp_path / "box")
+    box = run_pretrain(PretrainJob.from_config(box_cfg, tmp_path / "box"))
     # the box stage loaded the 2DRCL backbone (its FPN and box head too)
     counts = load_table_counts(caplog.text)
     assert counts["backbone.body"][0] > 0 and counts["backbone.body"][1] == 0
@@ -71,6 +74,7 @@ def test_2drcl_then_box_stage_then_finetune(tiny_overrides, fast_overrides, tmp_
 
 @pytest.mark.slow  # the engine's resume: tests/engine/test_cost.py, test_trainer.py
 def test_box_stage_resumes_and_keeps_adding_cost(tiny_overrides, fast_overrides, tmp_path):
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     over = [*tiny_overrides, *fast_overrides, "pretrain.box.init=null"]
@@ -78,10 +82,16 @@ def test_box_stage_resumes_and_keeps_adding_cost(tiny_overrides, fast_overrides,
     # the per-iteration DRB stream is tied to max_iters (it refuses an extended schedule), so
     # this extension of a finished run uses the epoch sampler
     over += ["train.checkpoint_every=1", "pretrain.drb.alpha_update=epoch"]
-    run_pretrain(load_config("configs/pretrain/demo_box.yaml", over), tmp_path)
+    run_pretrain(
+        PretrainJob.from_config(load_config("configs/pretrain/demo_box.yaml", over), tmp_path)
+    )
     first = json.loads((tmp_path / "cost.json").read_text())
     over[over.index("train.max_iters=2")] = "train.max_iters=3"
-    run_pretrain(load_config("configs/pretrain/demo_box.yaml", over), tmp_path, resume=True)
+    run_pretrain(
+        PretrainJob.from_config(
+            load_config("configs/pretrain/demo_box.yaml", over), tmp_path, resume=True
+        )
+    )
     again = json.loads((tmp_path / "cost.json").read_text())
     assert (again["iterations"], again["images_seen"]) == (3, 12)
     assert again["wall_time_s"] > first["wall_time_s"]

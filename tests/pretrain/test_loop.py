@@ -69,6 +69,7 @@ def test_runners_share_the_loop_and_the_analysis_does_not_replay_it():
 def test_box_stage_stopped_and_resumed_gives_the_uninterrupted_losses(tiny_overrides, tmp_path):
     """The box stage samples RPN / RoI boxes from the global RNG: a resume must leave it where
     the checkpoint put it (the DataLoader of a resumed epoch draws no seed from it)."""
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
     from drcl.utils.run_dir import read_metrics
 
@@ -76,12 +77,12 @@ def test_box_stage_stopped_and_resumed_gives_the_uninterrupted_losses(tiny_overr
     over += ["train.max_iters=4", "train.checkpoint_every=2", "data.num_workers=0"]
     over += ["finetune.rpn_post_nms_top_n_train=50", "finetune.rpn_batch_size_per_image=32"]
     cfg = load_config("configs/pretrain/demo_box.yaml", over)
-    run_pretrain(cfg, tmp_path / "ref")
+    run_pretrain(PretrainJob.from_config(cfg, tmp_path / "ref"))
     work = tmp_path / "resumed"
     shutil.copytree(tmp_path / "ref", work)
     for p in [*work.glob("ckpt_0000004.pt*"), work / "pretrained.safetensors"]:
         p.unlink()  # stopped after iteration 2's checkpoint
-    run_pretrain(cfg, work, resume=True)
+    run_pretrain(PretrainJob.from_config(cfg, work, resume=True))
     want = [r["loss"] for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")]
     assert [r["loss"] for r in read_metrics(work / "metrics.jsonl")] == want
     assert len(want) == 4

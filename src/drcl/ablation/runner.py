@@ -498,6 +498,7 @@ def run_row_seed(
     """Pre-train (2DRCL and/or the box stage of a pre-trained row), fine-tune (``ft``, planned
     by :func:`plan_finetune_configs`) and evaluate one (row, seed); its box metrics."""
     from drcl.finetune.runner import run_finetune
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
 
     out = seed_dir(work_dir, row, seed)
@@ -510,12 +511,14 @@ def run_row_seed(
         image = RunDir(image_stage_dir(work_dir, row, seed)).pretrained
         if not image.is_file():  # a shared image stage runs once, for whichever row comes first
             image_row = spec.image_stage_of or row
-            run_pretrain(pretrain_config(cfg, image_row, seed, generic), image.parent, True)
+            pre_cfg = pretrain_config(cfg, image_row, seed, generic)
+            run_pretrain(PretrainJob.from_config(pre_cfg, image.parent, resume=True))
     if spec.box_stage:
         box = RunDir(out / "box").pretrained
         if not box.is_file():
             ckpt = None if image is None else str(image)
-            run_pretrain(box_stage_config(cfg, row, seed, ckpt, generic), box.parent, True)
+            box_cfg = box_stage_config(cfg, row, seed, ckpt, generic)
+            run_pretrain(PretrainJob.from_config(box_cfg, box.parent, resume=True))
     run_finetune(ft)
     atomic_write_json(out / "wall_time.json", {"seconds": round(time.perf_counter() - start, 1)})
     return json.loads(metrics.read_text())

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from drcl.analysis.job import AttentionJob
-    from drcl.config import Config
+    from drcl.pretrain.job import PretrainJob
 
 log = logging.getLogger(__name__)
 
@@ -239,16 +239,16 @@ def run_attention(job: AttentionJob) -> Path:
 
 
 def simulate_box_composition(
-    cfg: Config, work_dir: str | Path, interval: int | None = None
+    job: PretrainJob, interval: int | None = None
 ) -> list[dict[str, float]]:
-    """Replay the pre-training sampler and box selection of ``cfg`` over its whole schedule.
+    """Replay the pre-training sampler and box selection of ``job`` over its whole schedule.
 
     The same draws as training (same seeds), counted before the random crops drop boxes, without
     a model: seconds instead of a training run.
 
     Args:
-        cfg: a pre-training config.
-        work_dir: where ``source=gt`` proposals are written (as ``drcl pretrain`` does).
+        job: a pre-training job; ``source=gt`` proposals are written to its ``work_dir`` (as
+            ``drcl pretrain`` does).
         interval: iterations per row; default ``train.log_every``.
 
     Returns:
@@ -261,9 +261,9 @@ def simulate_box_composition(
 
     # the training stream itself, without images: the same sampler, schedule and box draws
     data = build_pretrain_data(
-        cfg.data, cfg.train, cfg.pretrain, Path(work_dir), DistInfo(), labels_only=True
+        job.data, job.train, job.pretrain, job.work_dir, DistInfo(), labels_only=True
     )
-    interval = interval or cfg.train.log_every
+    interval = interval or job.train.log_every
     meter = BoxCompositionMeter(label_groups(data.dataset.index))
     rows, max_iters = [], data.schedule.max_iters
     for batch in data.batches():
@@ -285,11 +285,13 @@ def simulate_variants(
     RFS, DRB: :data:`drcl.analysis.box_composition.VARIANTS`) on top of ``config``."""
     from drcl.analysis.box_composition import VARIANTS
     from drcl.config import load_config
+    from drcl.pretrain.job import PretrainJob
 
     out = {}
     for i, (name, extra) in enumerate(VARIANTS.items()):
         cfg = load_config(config, [*overrides, *extra])
-        out[name] = simulate_box_composition(cfg, Path(work_dir) / f"variant{i}", interval)
+        job = PretrainJob.from_config(cfg, Path(work_dir) / f"variant{i}")
+        out[name] = simulate_box_composition(job, interval)
     return out
 
 

@@ -76,6 +76,7 @@ def run_demo(
     from drcl.finetune.job import FinetuneJob
     from drcl.finetune.runner import run_finetune
     from drcl.generic.train import cached_generic_backbone
+    from drcl.pretrain.job import PretrainJob
     from drcl.pretrain.runner import run_pretrain
     from drcl.report.build import build_report
 
@@ -102,7 +103,8 @@ def run_demo(
     pre_dir = work_dir / "pretrain"
     weights = RunDir(pre_dir).pretrained
     if not weights.is_file():
-        run_pretrain(pretrain_config(cfg, "full", 0, str(generic)), pre_dir, resume=True)
+        pre_cfg = pretrain_config(cfg, "full", 0, str(generic))
+        run_pretrain(PretrainJob.from_config(pre_cfg, pre_dir, resume=True))
 
     jobs = {
         name: FinetuneJob.from_config(

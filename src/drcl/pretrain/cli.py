@@ -17,8 +17,9 @@ def cli_pretrain(args: argparse.Namespace) -> int:
     cfg = prepare_run(
         args.config, args.overrides, args.work_dir, args.resume, getattr(args, "overwrite", False)
     )
-    from drcl.pretrain.runner import run_pretrain  # torch: after the checks, so they are instant
+    from drcl.pretrain.job import PretrainJob  # torch: after the checks, so they are instant
+    from drcl.pretrain.runner import run_pretrain
 
-    out = run_pretrain(cfg, args.work_dir, args.resume)
+    out = run_pretrain(PretrainJob.from_config(cfg, args.work_dir, resume=args.resume))
     log.info("pre-trained weights: %s", out)
     return 0

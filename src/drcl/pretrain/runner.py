@@ -1,49 +1,57 @@
-"""The pre-training runner: the one place that reads the root config for ``drcl pretrain``.
+"""The pre-training runner: ``drcl pretrain`` on a :class:`~drcl.pretrain.job.PretrainJob`.
 
-It turns the config into a :class:`~drcl.pretrain.loop.PretrainLoopJob` and the stage's model
-(2DRCL here, the box stage's in :mod:`drcl.pretrain.box.runner`), and runs the shared loop of
-:mod:`drcl.pretrain.loop`, which trains and exports the backbone + FPN + box head weights.
+It builds the stage's model (2DRCL here, the box stage's in :mod:`drcl.pretrain.box.runner`)
+from the job's sections and runs the shared loop of :mod:`drcl.pretrain.loop`, which trains and
+exports the backbone + FPN + box head weights. The root config is read only by
+:meth:`PretrainJob.from_config`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from drcl.config import Config, save_config, to_dict
+from drcl.config.schema import ModelConfig, PretrainConfig
 from drcl.engine.setup import start_run
-from drcl.pretrain.loop import PretrainLoopJob, train_and_export
+from drcl.pretrain.job import PretrainJob
+from drcl.pretrain.loop import train_and_export
+from drcl.utils.io import atomic_write_text
 from drcl.utils.run_dir import RunDir
 
 if TYPE_CHECKING:
     from drcl.models.drcl import DRCLModel
 
 
-def run_pretrain(cfg: Config, work_dir: str | Path, resume: bool = False) -> Path:
-    """Pre-train and write ``work_dir/pretrained.safetensors``; returns its path.
+class DRCLSpec(Protocol):
+    """What builds the 2DRCL model: ``model.*`` and ``pretrain.*`` (a :class:`PretrainJob`, or
+    a loaded config in tests and notebooks)."""
+
+    @property
+    def model(self) -> ModelConfig: ...
+    @property
+    def pretrain(self) -> PretrainConfig: ...
+
+
+def run_pretrain(job: PretrainJob) -> Path:
+    """Pre-train and write ``job.work_dir/pretrained.safetensors``; returns its path.
 
     ``pretrain.stage: box`` trains the box-domain model (:mod:`drcl.pretrain.box.runner`) with
     the same loop."""
-    env = start_run(cfg.train, work_dir)
+    env = start_run(job.train, job.work_dir)
     if env.dist.is_main:
-        save_config(cfg, RunDir(env.work_dir).config)
-    if cfg.pretrain.stage == "box":
-        from drcl.pretrain.box.runner import build_box_model
-
-        build, info = build_box_model, {"stage": "box", "init": cfg.pretrain.box.init}
+        atomic_write_text(RunDir(env.work_dir).config, job.config_yaml)
+    if job.stage == "box":
+        from drcl.pretrain.box.runner import build_box_model as build
     else:
-        build, info = build_drcl_model, {"stage": "pretrain", "init": cfg.model.weights}
-    job = PretrainLoopJob(
-        cfg.data, cfg.train, cfg.pretrain, cfg.model.norm == "sync_bn", to_dict(cfg), info
-    )
-    return train_and_export(job, env, resume, lambda: build(cfg))
+        build = build_drcl_model
+    return train_and_export(job.loop_job(), env, job.resume, lambda: build(job))
 
 
-def build_drcl_model(cfg: Config) -> DRCLModel:
+def build_drcl_model(spec: DRCLSpec) -> DRCLModel:
     """The 2DRCL model of ``model.*`` and ``pretrain.*``."""
     from drcl.models.drcl import DRCLModel
 
-    m, p = cfg.model, cfg.pretrain
+    m, p = spec.model, spec.pretrain
     return DRCLModel(
         depth=m.depth,
         fpn_channels=m.fpn_channels,
