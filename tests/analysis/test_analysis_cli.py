@@ -38,6 +38,22 @@ def gt_and_train(tmp_path):
     return write(tmp_path / "val.json", gt), write(tmp_path / "train.json", train)
 
 
+def attention_setup(tmp_path):
+    """One random 48 x 64 val image with ``gt_and_train``'s objects, and a tiny detector config
+    reading it (``tmp_path/tiny.yaml``, returned)."""
+    gt, _ = gt_and_train(tmp_path)
+    (tmp_path / "images").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "images" / "1.png")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(
+        "model: {depth: 18, fpn_channels: 32, box_head_dim: 64}\n"
+        f"data: {{min_size: 64, max_size: 96, val_ann: {gt}, val_images: {tmp_path / 'images'}}}\n"
+        "finetune: {rpn_pre_nms_top_n_test: 50, rpn_post_nms_top_n_test: 20}\n"
+    )
+    return cfg_path
+
+
 def test_parse_named():
     assert parse_named(["a=x.json", "dir/run1/", "y.json"], "--dets") == {
         "a": "x.json", "run1": "dir/run1/", "y": "y.json"
@@ -115,16 +131,7 @@ def test_attention_command(tmp_path, capsys):
     from drcl.config import load_config
     from drcl.finetune.runner import detector_for
 
-    gt, _ = gt_and_train(tmp_path)
-    (tmp_path / "images").mkdir()
-    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "images" / "1.png")
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(
-        "model: {depth: 18, fpn_channels: 32, box_head_dim: 64}\n"
-        f"data: {{min_size: 64, max_size: 96, val_ann: {gt}, val_images: {tmp_path / 'images'}}}\n"
-        "finetune: {rpn_pre_nms_top_n_test: 50, rpn_post_nms_top_n_test: 20}\n"
-    )
+    cfg_path = attention_setup(tmp_path)
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
     save_file(detector_for(cfg, 3).state_dict(), tmp_path / "m0.safetensors")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from drcl.analysis.job import AttentionJob
@@ -16,7 +15,7 @@ from drcl.cli.main import main
 from drcl.config import ConfigError, load_config
 from drcl.finetune.runner import detector_for
 
-from .test_analysis_cli import gt_and_train
+from .test_analysis_cli import attention_setup
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "demo.yaml"
 
@@ -51,16 +50,7 @@ def test_bad_values_are_named():
 
 
 def test_runner_on_a_job_equals_the_command_line(tmp_path):
-    gt, _ = gt_and_train(tmp_path)
-    (tmp_path / "images").mkdir()
-    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "images" / "1.png")
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(
-        "model: {depth: 18, fpn_channels: 32, box_head_dim: 64}\n"
-        f"data: {{min_size: 64, max_size: 96, val_ann: {gt}, val_images: {tmp_path / 'images'}}}\n"
-        "finetune: {rpn_pre_nms_top_n_test: 50, rpn_post_nms_top_n_test: 20}\n"
-    )
+    cfg_path = attention_setup(tmp_path)
     torch.manual_seed(0)
     ckpt = tmp_path / "m0.safetensors"
     save_file(detector_for(load_config(cfg_path), 3).state_dict(), ckpt)
