@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/drcl demo --work-dir $(DEMO_DIR)
 
+# The tests run one torch thread each (tests/conftest.py), so they run in parallel processes,
+# one per core (at most 4), each test file in one process (module fixtures are made once).
+# TEST_WORKERS=0 runs them in this process, one after the other.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(STAMP)
-	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m pytest -q -x --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
